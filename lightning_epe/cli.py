@@ -1,0 +1,19 @@
+"""The ``lightning-epe`` command."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lightning-epe", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"lightning-epe {__version__}")
+    parser.parse_args(argv)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

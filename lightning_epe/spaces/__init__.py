@@ -1,0 +1,6 @@
+"""Candidate spaces: enumerate or sample candidates and build networks from them."""
+from .base import CandidateSpace
+from .nb201 import OPS as NB201_OPS
+from .nb201 import NB201Space, parse_arch
+
+__all__ = ["CandidateSpace", "NB201Space", "NB201_OPS", "parse_arch"]

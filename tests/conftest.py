@@ -36,3 +36,31 @@ def tiny_batch():
     x = torch.randn(24, 3, 8, 8, generator=g)
     y = torch.arange(24) % 4
     return x, y
+
+
+class TinyDataModule:
+    """A minimal map-style datamodule (no Lightning needed) for search tests: 4 classes, 8x8 images."""
+
+    num_classes = 4
+    batch_size = 16
+
+    def __init__(self, n: int = 64, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 3, 8, 8, generator=g)
+        self.y = torch.arange(n) % 4
+
+    def prepare_data(self):
+        pass
+
+    def setup(self, stage=None):
+        pass
+
+    def train_dataloader(self):
+        from torch.utils.data import DataLoader, TensorDataset
+
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=self.batch_size, shuffle=True)
+
+
+@pytest.fixture
+def tiny_data():
+    return TinyDataModule()

@@ -1,29 +1,37 @@
-"""The protocol every candidate space follows."""
+"""The base class every candidate space derives from."""
 from __future__ import annotations
 
-from typing import Hashable, Protocol, Sequence, runtime_checkable
+from typing import Hashable, Iterator, Sequence
 
 from torch import nn
 
 
-@runtime_checkable
-class CandidateSpace(Protocol):
-    """A finite or sampled set of hashable candidate specs that can be built into networks.
+class CandidateSpace:
+    """A set of hashable candidate specs that can be built into networks.
 
-    ``name`` identifies the space in configs and result files; ``describe(candidate)`` returns the
-    JSON-friendly form stored in results (for NB201: the arch string); ``sample`` is reproducible
-    for a given seed.
+    Subclasses implement ``sample`` and ``build``; a finite space also ``__len__`` and
+    ``__iter__`` (for exhaustive search), and ``mutate`` enables evolution. ``name`` identifies
+    the space in result files; ``describe`` gives the readable form stored beside each record;
+    ``parse`` turns user text (CLI, YAML) into a candidate. Configured from YAML with
+    ``class_path``/``init_args``.
     """
 
-    name: str
+    name = "custom"
 
-    def sample(self, n: int, seed: int | None = None, replace: bool = True) -> list[Hashable]: ...
+    def sample(self, n: int, seed: int | None = None, replace: bool = True) -> list[Hashable]:
+        raise NotImplementedError
 
-    def build(self, candidate: Hashable, num_classes: int = 10, **kwargs) -> nn.Module: ...
+    def build(self, candidate: Hashable, num_classes: int = 10, **options) -> nn.Module:
+        raise NotImplementedError
 
-    def describe(self, candidate: Hashable) -> str: ...
+    def describe(self, candidate: Hashable) -> str:
+        return str(candidate)
 
-    def parse(self, text: str | int) -> Hashable: ...
+    def parse(self, text: str | int) -> Hashable:
+        return text
+
+    def __iter__(self) -> Iterator[Hashable]:
+        raise TypeError(f"{type(self).__name__} cannot be enumerated; use a sampling strategy")
 
 
 def sample_indices(size: int, n: int, seed: int | None, replace: bool) -> Sequence[int]:

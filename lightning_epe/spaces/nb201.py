@@ -7,7 +7,7 @@ from importlib import resources
 import numpy as np
 from torch import nn
 
-from .base import sample_indices
+from .base import CandidateSpace, sample_indices
 from .nb201_ops import TinyNetwork
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -92,7 +92,7 @@ def code_arch(code: int) -> tuple[tuple[str, ...], ...]:
     return tuple(nodes)
 
 
-class NB201Space:
+class NB201Space(CandidateSpace):
     """All 15,625 NAS-Bench-201 cells, indexed in the benchmark's own order.
 
     A candidate is the benchmark index (an ``int``); ``arch(i)`` gives its arch string and
@@ -150,6 +150,16 @@ class NB201Space:
     def sample(self, n: int, seed: int | None = None, replace: bool = True) -> list[int]:
         """``n`` indices drawn uniformly (with replacement by default, as the paper's random search)."""
         return list(sample_indices(SPACE_SIZE, n, seed, replace))
+
+    def mutate(self, candidate: int, rng) -> int:
+        """A neighbour for evolution: one random edge gets a different op (``rng``: random.Random)."""
+        ops = [op for node in code_arch(int(self._codes[self.parse(candidate)])) for op in node]
+        edge = rng.randrange(EDGES)
+        ops[edge] = rng.choice([op for op in OPS if op != ops[edge]])
+        code = 0
+        for op in ops:
+            code = code * len(OPS) + OPS.index(op)
+        return int(self._index_of_code[code])
 
     def __iter__(self):
         return iter(range(SPACE_SIZE))

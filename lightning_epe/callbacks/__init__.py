@@ -1,0 +1,4 @@
+"""Lightning callbacks."""
+from .epe_score import EPEScore
+
+__all__ = ["EPEScore"]

@@ -1,0 +1,95 @@
+"""CandidateModule: the LightningModule that trains one candidate of a space for classification."""
+from __future__ import annotations
+
+from typing import Hashable
+
+import lightning as L
+import torch
+import torchmetrics
+from torch import nn
+
+from .scores._common import logits_of
+from .spaces import CandidateSpace, NB201Space
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("cosine", "none")
+
+
+class CandidateModule(L.LightningModule):
+    """Builds the network of ``candidate`` from ``space`` and trains it with cross-entropy.
+
+    The defaults are NAS-Bench-201's training recipe: SGD, momentum 0.9, Nesterov, lr 0.1,
+    weight decay 5e-4, cosine annealing to 0 over the whole fit (per step).
+
+    Args:
+        candidate: a candidate of the space (NB201: index, numeric string or arch string).
+        num_classes: number of classes of the data.
+        space: the candidate space (default: NAS-Bench-201).
+        build_options: extra keyword arguments for ``space.build`` (NB201: ``C``, ``N``, ``in_channels``).
+        optimizer: ``sgd`` or ``adamw``.
+        lr: initial learning rate.
+        momentum: SGD momentum.
+        nesterov: SGD Nesterov momentum.
+        weight_decay: weight decay.
+        scheduler: ``cosine`` (per-step cosine to 0) or ``none``.
+    """
+
+    def __init__(
+        self,
+        candidate: Hashable,
+        num_classes: int = 10,
+        space: CandidateSpace | None = None,
+        build_options: dict | None = None,
+        optimizer: str = "sgd",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 5e-4,
+        scheduler: str = "cosine",
+    ):
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; accepted: {', '.join(OPTIMIZERS)}")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {scheduler!r}; accepted: {', '.join(SCHEDULERS)}")
+        self.save_hyperparameters(ignore=["space"])
+        self.space = space if space is not None else NB201Space()
+        # Built here, before any optimiser exists, so a search can choose the candidate.
+        self.net: nn.Module = self.space.build(candidate, num_classes=num_classes, **(build_options or {}))
+        metric = lambda: torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)  # noqa: E731
+        self.train_acc, self.val_acc, self.test_acc = metric(), metric(), metric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return logits_of(self.net(x))
+
+    def _step(self, batch, stage: str, accuracy: torchmetrics.Metric) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        accuracy(logits, y)
+        on_step = stage == "train"
+        self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}_acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train", self.train_acc)
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val", self.val_acc)
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test", self.test_acc)
+
+    def configure_optimizers(self):
+        h = self.hparams
+        if h.optimizer == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=h.lr, momentum=h.momentum, nesterov=h.nesterov,
+                                  weight_decay=h.weight_decay)
+        else:
+            opt = torch.optim.AdamW(self.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+        if h.scheduler == "none":
+            return opt
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,240 @@
+"""ArchitectureSearch: score candidates of a space, rank them, hand the best to a Lightning Trainer."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import traceback
+from typing import Hashable
+
+import torch
+
+from ..scores import get_score
+from ..spaces import CandidateSpace, NB201Space
+from .batches import ScoringBatches
+from .progress import console, leaderboard, search_progress
+from .store import ResultsStore, best_record
+from .strategies import make_strategy
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """Every record of a search (in trial order) and the best one (None if none scored)."""
+
+    records: list[dict]
+    best: dict | None
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.records if r.get("error") is not None]
+
+
+def resolve_device(accelerator: str) -> torch.device:
+    """Lightning's accelerator names ('auto', 'cpu', 'gpu', 'cuda', 'mps') -> a torch device."""
+    from lightning.fabric import Fabric  # Lightning's own accelerator resolution
+
+    return Fabric(accelerator=accelerator, devices=1).device
+
+
+class ArchitectureSearch:
+    """Score candidates of a space with a training-free score and pick the best.
+
+    Args:
+        space: the candidate space (default: NAS-Bench-201).
+        score: a registered score name (see ``lightning_epe.scores.available()``).
+        strategy: ``random`` (the paper: uniform with replacement), ``random_without_replacement``,
+            ``exhaustive`` or ``evolution`` (regularized/aging evolution with the score as fitness).
+        budget: number of candidates to score (exhaustive: None means the whole space).
+        seed: seeds the strategy, the scoring batches and every candidate's initialisation.
+        batch_policy: ``fixed`` (one batch for every candidate) or ``fresh`` (a new augmented
+            batch per candidate, as the official search).
+        batch_size: scoring batch size (default: the datamodule's ``batch_size``).
+        accelerator: where to score, in Lightning's vocabulary (``auto``, ``cpu``, ``gpu``, ...).
+        num_classes: classes of the networks (default: the datamodule's ``num_classes``).
+        build_options: extra keyword arguments for ``space.build`` (e.g. ``{"C": 16, "N": 5}``).
+        score_options: extra keyword arguments for the score (e.g. ``{"class_count": "true"}``).
+        population: evolution's population size.
+        sample_size: evolution's tournament size.
+        results_dir: directory of ``scores.jsonl``/``summary.json``/``config.json``; rerunning with
+            the same directory resumes.
+        force: continue in a results directory written by a different configuration.
+        progress: show the rich progress bar and leaderboard.
+    """
+
+    def __init__(
+        self,
+        space: CandidateSpace | None = None,
+        score: str = "epe",
+        strategy: str = "random",
+        budget: int | None = 100,
+        seed: int = 0,
+        batch_policy: str = "fixed",
+        batch_size: int | None = None,
+        accelerator: str = "auto",
+        num_classes: int | None = None,
+        build_options: dict | None = None,
+        score_options: dict | None = None,
+        population: int = 20,
+        sample_size: int = 5,
+        results_dir: str | None = None,
+        force: bool = False,
+        progress: bool = True,
+    ):
+        self.space = space if space is not None else NB201Space()
+        self.score_name = score
+        self.score_fn = get_score(score)
+        make_strategy(strategy, self.space, budget, seed, population, sample_size)  # validate early
+        self.strategy, self.budget, self.seed = strategy, budget, seed
+        self.batch_policy, self.batch_size = batch_policy, batch_size
+        self.accelerator, self.num_classes = accelerator, num_classes
+        self.build_options, self.score_options = dict(build_options or {}), dict(score_options or {})
+        self.population, self.sample_size = population, sample_size
+        self.results_dir, self.force, self.progress = results_dir, force, progress
+        self.result: SearchResult | None = None
+
+    def config(self, datamodule=None) -> dict:
+        """What determines the records; a resumed search must have the same."""
+        return {
+            "space": getattr(self.space, "name", type(self.space).__name__),
+            "score": self.score_name, "strategy": self.strategy, "budget": self.budget, "seed": self.seed,
+            "batch_policy": self.batch_policy, "batch_size": self.batch_size, "num_classes": self.num_classes,
+            "build_options": self.build_options, "score_options": self.score_options,
+            "population": self.population, "sample_size": self.sample_size,
+            "data": None if datamodule is None else type(datamodule).__name__,
+        }
+
+    def candidate_seed(self, trial: int) -> int:
+        return self.seed * 1_000_003 + trial
+
+    def score_candidate(self, candidate: Hashable, trial: int, batches: ScoringBatches, num_classes: int,
+                        device: torch.device) -> dict:
+        """Build and score one candidate; failures are recorded, never raised."""
+        record = {"trial": trial, "candidate": candidate, "arch": self.describe(candidate),
+                  "seed": self.candidate_seed(trial), "score": None, "error": None}
+        start = time.perf_counter()
+        model = None
+        try:
+            inputs, targets = batches(trial)
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(record["seed"])
+                model = self.space.build(candidate, num_classes=num_classes, **self.build_options)
+            model.to(device)
+            score = float(self.score_fn(model, inputs, targets, **self.score_options))
+            record["score"] = score if math.isfinite(score) else None
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # a failing candidate is recorded and the search goes on
+            record["error"] = f"{type(err).__name__}: {err}"
+            record["traceback"] = traceback.format_exc(limit=3)
+            if isinstance(err, torch.OutOfMemoryError) and device.type == "cuda":
+                torch.cuda.empty_cache()
+        finally:
+            del model
+        record["seconds"] = round(time.perf_counter() - start, 4)
+        return record
+
+    def describe(self, candidate: Hashable) -> str:
+        describe = getattr(self.space, "describe", None)
+        try:
+            return describe(candidate) if describe else str(candidate)
+        except Exception:
+            return str(candidate)
+
+    def run(self, datamodule) -> SearchResult:
+        """Score candidates (resuming from ``results_dir`` if it holds records) and return the result."""
+        device = resolve_device(self.accelerator)
+        num_classes = self.num_classes or getattr(datamodule, "num_classes", None)
+        if not num_classes:
+            raise ValueError("num_classes is unknown: pass num_classes= or use a datamodule with a num_classes attribute")
+        store = ResultsStore(self.results_dir) if self.results_dir else None
+        if store is not None:
+            store.check_config(self.config(datamodule), force=self.force)
+        strategy = make_strategy(self.strategy, self.space, self.budget, self.seed, self.population, self.sample_size)
+        batches = ScoringBatches(datamodule, self.batch_size, self.batch_policy, self.seed, device)
+        records: list[dict] = []
+        total = self.budget if self.budget is not None else len(self.space)
+        done = sum(1 for t in range(total) if store is not None and t in store)
+        started = time.perf_counter()
+        best = best_record(store.records.values()) if store is not None else None
+        try:
+            with search_progress(total, done, enabled=self.progress) as update:
+                trial = 0
+                while (candidate := strategy.ask()) is not None:
+                    stored = store.records.get(trial) if store is not None else None
+                    if stored is not None and stored["candidate"] != _jsonable(candidate):
+                        raise RuntimeError(
+                            f"trial {trial} in {store.path} scored {stored['candidate']!r} but this search "
+                            f"proposes {candidate!r}: the results directory belongs to another search"
+                        )
+                    record = stored or self.score_candidate(candidate, trial, batches, num_classes, device)
+                    if stored is None:
+                        if store is not None:
+                            store.append(record)
+                        best = best_record([best, record] if best else [record])
+                        update(_best_text(best))
+                    strategy.tell(candidate, record["score"])
+                    records.append(record)
+                    trial += 1
+        except KeyboardInterrupt:
+            if store is not None:
+                console.print(f"[yellow]Interrupted. {len(store)} records are safe in {store.path}; "
+                              "run the same command again to resume.")
+            raise
+        best = best_record(records)
+        self.result = SearchResult(records, best)
+        if store is not None:
+            self._write_summary(store, records, best, time.perf_counter() - started)
+        if self.progress:
+            console.print(leaderboard(records))
+        if best is None and records:
+            raise RuntimeError(
+                f"none of the {len(records)} candidates got a score (all failed or NaN); see the errors"
+                + (f" in {store.path}" if store is not None else "")
+            )
+        return self.result
+
+    def _write_summary(self, store: ResultsStore, records: list[dict], best: dict | None, seconds: float) -> None:
+        summary = store.read_summary()
+        summary.update({
+            "best": None if best is None else {k: best[k] for k in ("trial", "candidate", "arch", "score")},
+            "scored": sum(r["score"] is not None for r in records),
+            "nan": sum(r["score"] is None and r["error"] is None for r in records),
+            "failed": sum(r["error"] is not None for r in records),
+            "score_seconds_total": round(sum(r["seconds"] for r in records), 3),
+            "last_run_seconds": round(seconds, 3),
+        })
+        store.write_summary(summary)
+
+    def fit(self, trainer, datamodule, **module_options) -> dict:
+        """Train the best candidate with a normal ``lightning.Trainer``, test it, return the test metrics.
+
+        ``module_options`` go to :class:`lightning_epe.CandidateModule` (optimiser settings ...).
+        """
+        from ..module import CandidateModule
+
+        if self.result is None:
+            self.run(datamodule)
+        if self.result.best is None:
+            raise RuntimeError("no candidate to train: the search scored none")
+        module = CandidateModule(
+            self.result.best["candidate"], num_classes=self.num_classes or datamodule.num_classes,
+            space=self.space, build_options=self.build_options, **module_options,
+        )
+        trainer.fit(module, datamodule=datamodule)
+        metrics = {k: float(v) for k, v in trainer.test(module, datamodule=datamodule, verbose=False)[0].items()}
+        if self.results_dir:
+            store = ResultsStore(self.results_dir)
+            summary = store.read_summary()
+            summary.update({"test_accuracy": metrics.get("test_acc"), "test_metrics": metrics,
+                            "trained": self.result.best["candidate"]})
+            store.write_summary(summary)
+        return metrics
+
+
+def _jsonable(candidate):
+    """The form a candidate takes after a JSON round trip (tuples become lists)."""
+    return list(candidate) if isinstance(candidate, tuple) else candidate
+
+
+def _best_text(best: dict | None) -> str:
+    return "-" if best is None else f"{best['score']:.2f} ({best['arch']})"[:60]

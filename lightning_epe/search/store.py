@@ -1,0 +1,120 @@
+"""The results directory: append-only score records, the effective config, a summary.
+
+Layout of a results directory::
+
+    config.json     the effective configuration of the run (resume refuses a different one)
+    scores.jsonl    one JSON record per scored candidate, appended and flushed one by one
+    summary.json    the best candidate, counts, timings; test metrics after training
+
+A process killed while appending leaves at most one torn last line: it is cut off on the next
+open, never fatal. Files other than ``scores.jsonl`` are replaced atomically (write + rename).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+SCORES = "scores.jsonl"
+CONFIG = "config.json"
+SUMMARY = "summary.json"
+
+
+class ConfigMismatchError(RuntimeError):
+    """An existing results directory was written by a different configuration."""
+
+
+def _json_safe(value: float | None) -> float | None:
+    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, allow_nan=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ResultsStore:
+    """Append-only records of one search, keyed by ``trial`` (the draw number)."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as err:
+            raise OSError(f"results directory {str(self.directory)!r} is not writable: {err}") from err
+        self.path = self.directory / SCORES
+        self.records: dict[int, dict] = {}
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):  # torn last line from a kill: cut it off
+            data = data[: data.rfind(b"\n") + 1]
+            with open(self.path, "r+b") as f:
+                f.truncate(len(data))
+        for number, line in enumerate(data.decode().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                trial = int(record["trial"])
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{self.path}:{number} is not a score record ({err}): {line[:200]!r}") from None
+            self.records.setdefault(trial, record)  # a line repeated by a crash between write and flush
+
+    def check_config(self, config: dict, force: bool = False) -> None:
+        """Record ``config``; refuse to resume a directory written by a different one unless ``force``."""
+        path = self.directory / CONFIG
+        if path.exists() and not force:
+            previous = json.loads(path.read_text())
+            if previous != config:
+                changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+                raise ConfigMismatchError(
+                    f"{str(self.directory)!r} holds results of a different configuration (changed: "
+                    f"{', '.join(changed)}). Use another results directory, or force=True "
+                    f"(--force true) to continue with the new configuration."
+                )
+        write_json_atomic(path, config)
+
+    def append(self, record: dict) -> None:
+        record = dict(record, score=_json_safe(record.get("score")))
+        line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
+        with open(self.path, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        self.records[int(record["trial"])] = record
+
+    def __contains__(self, trial: int) -> bool:
+        return trial in self.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def ordered(self) -> list[dict]:
+        return [self.records[t] for t in sorted(self.records)]
+
+    def write_summary(self, summary: dict) -> None:
+        write_json_atomic(self.directory / SUMMARY, summary)
+
+    def read_summary(self) -> dict:
+        path = self.directory / SUMMARY
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+def best_record(records: Iterable[dict]) -> dict | None:
+    """The highest finite score; ties go to the earliest trial (NaN and failures rank last)."""
+    scored = [r for r in records if r.get("score") is not None]
+    return max(scored, key=lambda r: (r["score"], -r["trial"])) if scored else None

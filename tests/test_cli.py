@@ -1,0 +1,76 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_epe.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+FAST = ["--search.budget", "3", "--search.build_options", '{"C": 2, "N": 1}', "--search.batch_size", "16",
+        "--search.progress", "false"]
+FAST_TRAIN = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+              "--trainer.limit_test_batches", "2", "--trainer.enable_progress_bar", "false"]
+
+
+def test_help_and_version(capsys):
+    assert main([]) == 0
+    assert "search" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert "lightning-epe" in capsys.readouterr().out
+    assert main(["frobnicate"]) == 2
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_parses(recipe, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "--config", str(recipe), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["search"]["score"] == "epe" and printed["data"]["class_path"].startswith("lightning_epe.data.")
+
+
+def test_quickstart_search_end_to_end_and_resume(tmp_path, capsys):
+    args = ["search", "--config", str(ROOT / "recipes/quickstart.yaml"), "--results_dir", str(tmp_path), *FAST,
+            *FAST_TRAIN]
+    assert main(args) == 0
+    records = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert [r["trial"] for r in records] == [0, 1, 2]
+    assert set(records[0]) >= {"candidate", "score", "seconds", "error"}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["best"]["score"] == max(r["score"] for r in records if r["score"] is not None)
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "config.json").exists()
+    assert "test accuracy" in capsys.readouterr().out
+    # the same command again resumes: nothing is scored twice
+    assert main(["score", *args[1:args.index("--trainer.max_epochs")]]) == 0
+    assert len((tmp_path / "scores.jsonl").read_text().splitlines()) == 3
+    # a changed configuration is refused with a clear message and a non-zero exit
+    assert main(["score", "--config", str(ROOT / "recipes/quickstart.yaml"), "--results_dir", str(tmp_path),
+                 *FAST[:-1], "false", "--search.seed", "5"]) == 1
+    assert "different configuration" in capsys.readouterr().err
+
+
+def test_fit_one_candidate(capsys):
+    assert main(["fit", "--config", str(ROOT / "recipes/quickstart.yaml"), "--candidate", "9930",
+                 "--search.build_options", '{"C": 2, "N": 1}', *FAST_TRAIN]) == 0
+    assert "test accuracy of |nor_conv_3x3~0|" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--search.budgett", "3"], "budgett"),
+    (["--search.budget", "many"], "budget"),
+    (["--search.strategy", "annealing"], "annealing"),
+])
+def test_bad_config_is_a_clear_error(args, message, capsys):
+    code = main(["score", "--config", str(ROOT / "recipes/quickstart.yaml"), *args])
+    assert code != 0
+    assert message in capsys.readouterr().err
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "lightning_epe.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "lightning-epe" in out.stdout

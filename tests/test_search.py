@@ -1,0 +1,169 @@
+import json
+import random
+
+import pytest
+import torch
+
+from lightning_epe.search import ArchitectureSearch, ConfigMismatchError, ResultsStore, make_strategy
+from lightning_epe.spaces import NB201Space
+from lightning_epe.spaces.base import CandidateSpace
+
+TINY = {"C": 2, "N": 1}
+
+
+def search(**kw):
+    options = dict(budget=6, seed=0, build_options=TINY, accelerator="cpu", progress=False)
+    options.update(kw)
+    return ArchitectureSearch(**options)
+
+
+def test_random_search_records_and_best(tiny_data):
+    result = search().run(tiny_data)
+    assert [r["trial"] for r in result.records] == list(range(6))
+    assert [r["candidate"] for r in result.records] == NB201Space().sample(6, seed=0)
+    scored = [r for r in result.records if r["score"] is not None]
+    assert result.best["score"] == max(r["score"] for r in scored)
+    for r in result.records:
+        assert r["arch"] == NB201Space().arch(r["candidate"]) and r["seconds"] >= 0
+
+
+def test_scores_are_reproducible_and_match_the_plain_function(tiny_data):
+    from lightning_epe.scores import epe_score
+    from lightning_epe.search.batches import ScoringBatches
+
+    s = search()
+    first = s.run(tiny_data).records
+    assert [r["score"] for r in search().run(tiny_data).records] == [r["score"] for r in first]
+    x, y = ScoringBatches(tiny_data, None, "fixed", 0, torch.device("cpu"))(0)
+    torch.manual_seed(first[0]["seed"])
+    net = NB201Space().build(first[0]["candidate"], num_classes=4, **TINY)
+    assert first[0]["score"] == epe_score(net, x, y)
+
+
+def test_fixed_and_fresh_batches(tiny_data):
+    from lightning_epe.search.batches import ScoringBatches
+
+    fixed = ScoringBatches(tiny_data, 8, "fixed", 0, torch.device("cpu"))
+    assert torch.equal(fixed(0)[0], fixed(5)[0])
+    fresh = ScoringBatches(tiny_data, 8, "fresh", 0, torch.device("cpu"))
+    assert not torch.equal(fresh(0)[0], fresh(1)[0])
+    assert torch.equal(fresh(1)[0], ScoringBatches(tiny_data, 8, "fresh", 0, torch.device("cpu"))(1)[0])
+    with pytest.raises(ValueError, match="fixed, fresh"):
+        ScoringBatches(tiny_data, 8, "stale", 0, torch.device("cpu"))
+
+
+def test_strategies():
+    space = NB201Space()
+    without = make_strategy("random_without_replacement", space, 50, 1)
+    drawn = [without.ask() for _ in range(50)]
+    assert len(set(drawn)) == 50 and without.ask() is None
+    ex = make_strategy("exhaustive", space, 7, 0)
+    assert [ex.ask() for _ in range(8)] == [0, 1, 2, 3, 4, 5, 6, None]
+    with pytest.raises(ValueError, match="available: random"):
+        make_strategy("annealing", space, 5, 0)
+
+
+def test_evolution_mutates_the_fittest_and_is_deterministic():
+    space = NB201Space()
+
+    def run():
+        strategy = make_strategy("evolution", space, 40, 3, population=8, sample_size=3)
+        asked = []
+        while (c := strategy.ask()) is not None:
+            asked.append(c)
+            strategy.tell(c, float(c % 97))  # any deterministic fitness
+        return asked
+
+    asked = run()
+    assert asked == run() and len(asked) == 40
+    assert asked[:8] == space.sample(8, seed=3)
+    for child in asked[8:]:  # every child is one edge away from some earlier candidate
+        diffs = [sum(a != b for a, b in zip(space.arch(child).split("|"), space.arch(p).split("|")))
+                 for p in asked[: asked.index(child)]]
+        assert 1 in diffs
+
+
+def test_nb201_mutate_changes_exactly_one_edge():
+    space, rng = NB201Space(), random.Random(0)
+    for i in space.sample(20, seed=1):
+        j = space.mutate(i, rng)
+        a, b = space.arch(i).split("|"), space.arch(j).split("|")
+        assert sum(x != y for x, y in zip(a, b)) == 1
+
+
+class FlakySpace(CandidateSpace):
+    """Candidate 2 fails to build, candidate 4 raises in forward, candidate 3 has zero gradients."""
+
+    name = "flaky"
+
+    def sample(self, n, seed=None, replace=True):
+        return list(range(n))
+
+    def build(self, candidate, num_classes=10, **options):
+        if candidate == 2:
+            raise RuntimeError("cannot build candidate 2")
+        net = NB201Space().build(1601 if candidate != 3 else NB201Space().index("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"),
+                                 num_classes=num_classes, C=2, N=1)
+        if candidate == 4:
+            net.forward = lambda x: (_ for _ in ()).throw(ValueError("boom in forward"))
+        return net
+
+
+def test_failing_candidates_are_recorded_and_the_search_goes_on(tiny_data, tmp_path):
+    result = ArchitectureSearch(FlakySpace(), budget=6, accelerator="cpu", progress=False,
+                                results_dir=str(tmp_path)).run(tiny_data)
+    by = {r["candidate"]: r for r in result.records}
+    assert "cannot build candidate 2" in by[2]["error"] and by[2]["score"] is None
+    assert "boom in forward" in by[4]["error"]
+    assert by[3]["score"] is None and by[3]["error"] is None  # NaN: undefined, not failed
+    assert result.best["candidate"] in (0, 1, 5)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["failed"] == 2 and summary["nan"] == 1 and summary["scored"] == 3
+
+
+def test_all_failing_is_a_clear_error(tiny_data):
+    class Broken(FlakySpace):
+        def build(self, candidate, num_classes=10, **options):
+            raise RuntimeError("nope")
+
+    with pytest.raises(RuntimeError, match="none of the 3 candidates"):
+        ArchitectureSearch(Broken(), budget=3, accelerator="cpu", progress=False).run(tiny_data)
+
+
+def test_resume_scores_only_missing_trials_and_equals_uninterrupted_run(tiny_data, tmp_path):
+    full = search(results_dir=str(tmp_path / "full"), strategy="evolution", budget=12, population=4,
+                  sample_size=2).run(tiny_data)
+    part = tmp_path / "part"
+    search(results_dir=str(part), strategy="evolution", budget=12, population=4, sample_size=2).run(tiny_data)
+    lines = (part / "scores.jsonl").read_text().splitlines(keepends=True)
+    (part / "scores.jsonl").write_text("".join(lines[:5]) + lines[5][:17])  # killed mid-write
+    resumed = search(results_dir=str(part), strategy="evolution", budget=12, population=4, sample_size=2)
+    calls = []
+    original = resumed.score_candidate
+    resumed.score_candidate = lambda *a, **k: calls.append(a[1]) or original(*a, **k)
+    result = resumed.run(tiny_data)
+    assert calls == list(range(5, 12))
+    strip = lambda rs: [{k: r[k] for k in ("trial", "candidate", "score")} for r in rs]  # noqa: E731
+    assert strip(result.records) == strip(full.records)
+    on_disk = [json.loads(line) for line in (part / "scores.jsonl").read_text().splitlines()]
+    assert sorted(r["trial"] for r in on_disk) == list(range(12))
+
+
+def test_changed_config_is_refused_unless_forced(tiny_data, tmp_path):
+    search(results_dir=str(tmp_path)).run(tiny_data)
+    with pytest.raises(ConfigMismatchError, match="changed: budget"):
+        search(results_dir=str(tmp_path), budget=7).run(tiny_data)
+    assert len(search(results_dir=str(tmp_path), budget=7, force=True).run(tiny_data).records) == 7
+
+
+def test_unwritable_results_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OSError, match="not writable"):
+        ResultsStore(blocker / "sub")
+
+
+def test_store_refuses_garbage_lines(tmp_path):
+    (tmp_path / "scores.jsonl").write_text('{"trial": 0, "score": 1.0}\nnot json\n')
+    with pytest.raises(ValueError, match="scores.jsonl:2"):
+        ResultsStore(tmp_path)

@@ -81,7 +81,8 @@ def _run_experiment(command: str, cfg: Namespace, parser: ArgumentParser) -> dic
         raise ValueError("fit needs --candidate (NB201: an index or an arch string)")
     candidate = search.space.parse(cfg.candidate)
     module = CandidateModule(candidate, num_classes=search.num_classes or datamodule.num_classes,
-                             space=search.space, build_options=search.build_options, **cfg.model.as_dict())
+                             space=search.space, build_options=search.build_options_for(datamodule),
+                             **cfg.model.as_dict())
     init.trainer.fit(module, datamodule=datamodule)
     metrics = {k: float(v) for k, v in init.trainer.test(module, datamodule=datamodule, verbose=False)[0].items()}
     console.print(f"[bold green]test accuracy of {search.describe(candidate)}[/]: {metrics['test_acc']:.4f}", soft_wrap=True)

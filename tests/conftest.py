@@ -1,9 +1,12 @@
+import hashlib
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torchvision import datasets
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REFERENCE = SHARED / "reference" / "epe_official_seed0"
@@ -64,3 +67,53 @@ class TinyDataModule:
 @pytest.fixture
 def tiny_data():
     return TinyDataModule()
+
+
+# Tiny data sets in the real on-disk formats (CIFAR: torchvision's; ImageNet16: NAS-Bench-201's).
+
+def write_pickle(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(obj, protocol=2))
+    return [path.name, hashlib.md5(path.read_bytes()).hexdigest()]
+
+
+def random_images(rng, n, size):
+    return rng.integers(0, 256, (n, 3 * size * size), dtype=np.uint8)  # channel-planar rows
+
+
+@pytest.fixture
+def cifar_dir(tmp_path, monkeypatch):
+    """Tiny CIFAR-10 and CIFAR-100 in torchvision's on-disk format (4 images per class per split).
+    torchvision checks each file's md5: the class's lists are patched with the tiny files' md5s, so
+    the integrity check still runs, against these files."""
+    rng = np.random.default_rng(0)
+    c10 = tmp_path / "cifar-10-batches-py"
+    labels = np.arange(40) % 10
+    train = [write_pickle(c10 / f"data_batch_{i + 1}", {"data": random_images(rng, 8, 32), "labels": labels[8 * i:8 * i + 8].tolist()})
+             for i in range(5)]
+    test = [write_pickle(c10 / "test_batch", {"data": random_images(rng, 40, 32), "labels": labels.tolist()})]
+    meta = write_pickle(c10 / "batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
+    monkeypatch.setattr(datasets.CIFAR10, "train_list", train)
+    monkeypatch.setattr(datasets.CIFAR10, "test_list", test)
+    monkeypatch.setattr(datasets.CIFAR10, "meta", {"filename": meta[0], "key": "label_names", "md5": meta[1]})
+
+    c100 = tmp_path / "cifar-100-python"
+    labels = list(range(100)) * 4
+    train = [write_pickle(c100 / "train", {"data": random_images(rng, 400, 32), "fine_labels": labels, "coarse_labels": labels})]
+    test = [write_pickle(c100 / "test", {"data": random_images(rng, 400, 32), "fine_labels": labels, "coarse_labels": labels})]
+    meta = write_pickle(c100 / "meta", {"fine_label_names": [f"f{i}" for i in range(100)]})
+    monkeypatch.setattr(datasets.CIFAR100, "train_list", train)
+    monkeypatch.setattr(datasets.CIFAR100, "test_list", test)
+    monkeypatch.setattr(datasets.CIFAR100, "meta", {"filename": meta[0], "key": "fine_label_names", "md5": meta[1]})
+    return tmp_path
+
+
+@pytest.fixture
+def imagenet16_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in [f"train_data_batch_{i}" for i in range(1, 11)] + ["val_data"]:
+        labels = rng.integers(1, 201, 60)  # 1-based, beyond 120 too
+        write_pickle(tmp_path / name, {"data": random_images(rng, 60, 16), "labels": labels.tolist(), "mean": np.zeros(768)})
+    return tmp_path
+
+

@@ -74,3 +74,29 @@ def test_bad_config_is_a_clear_error(args, message, capsys):
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "lightning_epe.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "lightning-epe" in out.stdout
+
+
+@pytest.mark.parametrize("recipe, data", [
+    ("nb201_cifar10", "cifar_dir"), ("nb201_cifar100", "cifar_dir"), ("nb201_imagenet16_120", "imagenet16_dir"),
+])
+def test_paper_recipes_run_with_small_overrides(recipe, data, request, tmp_path):
+    data_dir = request.getfixturevalue(data)
+    code = main(["search", "--config", str(ROOT / f"recipes/{recipe}.yaml"), "--results_dir", str(tmp_path),
+                 "--data.init_args.data_dir", str(data_dir), "--data.init_args.num_workers", "0",
+                 "--data.init_args.batch_size", "16", *FAST, *FAST_TRAIN])
+    assert code == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["scored"] + summary["nan"] == 3 and 0.0 <= summary["test_accuracy"] <= 1.0
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config["search"]["batch_policy"] == "fresh" and config["search"]["strategy"] == "random"
+
+
+def test_timm_recipe_runs_with_small_overrides(cifar_dir, tmp_path):
+    code = main(["search", "--config", str(ROOT / "recipes/timm_cifar10.yaml"), "--results_dir", str(tmp_path),
+                 "--data.init_args.data_dir", str(cifar_dir), "--data.init_args.num_workers", "0",
+                 "--data.init_args.batch_size", "8", "--search.budget", "2", "--search.batch_size", "16",
+                 "--search.progress", "false", *FAST_TRAIN])
+    assert code == 0
+    records = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert [r["candidate"] for r in records] == ["resnet18", "resnet10t"]
+    assert json.loads((tmp_path / "summary.json").read_text())["trained"] in ("resnet18", "resnet10t")

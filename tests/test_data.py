@@ -1,4 +1,3 @@
-import hashlib
 import pickle
 
 import numpy as np
@@ -18,43 +17,6 @@ from lightning_epe.data._common import stratified_split
 from lightning_epe.data.cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
 from lightning_epe.data.imagenet16 import IMAGENET16_MEAN, IMAGENET16_STD
 from tests.conftest import CIFAR10_SAMPLE, require
-
-
-def _pickle(path, obj):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(obj, protocol=2))
-    return [path.name, hashlib.md5(path.read_bytes()).hexdigest()]
-
-
-def _images(rng, n, size):
-    return rng.integers(0, 256, (n, 3 * size * size), dtype=np.uint8)  # channel-planar rows
-
-
-@pytest.fixture
-def cifar_dir(tmp_path, monkeypatch):
-    """Tiny CIFAR-10 and CIFAR-100 in torchvision's on-disk format (4 images per class per split).
-    torchvision checks each file's md5: the class's lists are patched with the tiny files' md5s, so
-    the integrity check still runs, against these files."""
-    rng = np.random.default_rng(0)
-    c10 = tmp_path / "cifar-10-batches-py"
-    labels = np.arange(40) % 10
-    train = [_pickle(c10 / f"data_batch_{i + 1}", {"data": _images(rng, 8, 32), "labels": labels[8 * i:8 * i + 8].tolist()})
-             for i in range(5)]
-    test = [_pickle(c10 / "test_batch", {"data": _images(rng, 40, 32), "labels": labels.tolist()})]
-    meta = _pickle(c10 / "batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
-    monkeypatch.setattr(datasets.CIFAR10, "train_list", train)
-    monkeypatch.setattr(datasets.CIFAR10, "test_list", test)
-    monkeypatch.setattr(datasets.CIFAR10, "meta", {"filename": meta[0], "key": "label_names", "md5": meta[1]})
-
-    c100 = tmp_path / "cifar-100-python"
-    labels = list(range(100)) * 4
-    train = [_pickle(c100 / "train", {"data": _images(rng, 400, 32), "fine_labels": labels, "coarse_labels": labels})]
-    test = [_pickle(c100 / "test", {"data": _images(rng, 400, 32), "fine_labels": labels, "coarse_labels": labels})]
-    meta = _pickle(c100 / "meta", {"fine_label_names": [f"f{i}" for i in range(100)]})
-    monkeypatch.setattr(datasets.CIFAR100, "train_list", train)
-    monkeypatch.setattr(datasets.CIFAR100, "test_list", test)
-    monkeypatch.setattr(datasets.CIFAR100, "meta", {"filename": meta[0], "key": "fine_label_names", "md5": meta[1]})
-    return tmp_path
 
 
 @pytest.mark.parametrize("cls, folder, test_file, classes, mean, std", [
@@ -90,15 +52,6 @@ def test_cifar_checks_integrity_and_missing_files(cifar_dir, tmp_path_factory, m
     monkeypatch.setattr(datasets.CIFAR10, "test_list", [["test_batch", "0" * 32]])
     with pytest.raises(RuntimeError, match="corrupted"):  # torchvision's md5 check is not bypassed
         CIFAR10DataModule(data_dir=cifar_dir).setup("test")
-
-
-@pytest.fixture
-def imagenet16_dir(tmp_path):
-    rng = np.random.default_rng(0)
-    for name in [f"train_data_batch_{i}" for i in range(1, 11)] + ["val_data"]:
-        labels = rng.integers(1, 201, 60)  # 1-based, beyond 120 too
-        _pickle(tmp_path / name, {"data": _images(rng, 60, 16), "labels": labels.tolist(), "mean": np.zeros(768)})
-    return tmp_path
 
 
 def test_imagenet16_120(imagenet16_dir):

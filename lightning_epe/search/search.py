@@ -103,11 +103,18 @@ class ArchitectureSearch:
             "data": None if datamodule is None else type(datamodule).__name__,
         }
 
+    def build_options_for(self, datamodule) -> dict:
+        """``build_options`` plus the data's ``in_channels`` (unless set explicitly)."""
+        options = dict(self.build_options)
+        if getattr(datamodule, "in_channels", None) is not None:
+            options.setdefault("in_channels", datamodule.in_channels)
+        return options
+
     def candidate_seed(self, trial: int) -> int:
         return self.seed * 1_000_003 + trial
 
     def score_candidate(self, candidate: Hashable, trial: int, batches: ScoringBatches, num_classes: int,
-                        device: torch.device) -> dict:
+                        device: torch.device, build_options: dict) -> dict:
         """Build and score one candidate; failures are recorded, never raised."""
         record = {"trial": trial, "candidate": candidate, "arch": self.describe(candidate),
                   "seed": self.candidate_seed(trial), "score": None, "error": None}
@@ -117,7 +124,7 @@ class ArchitectureSearch:
             inputs, targets = batches(trial)
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(record["seed"])
-                model = self.space.build(candidate, num_classes=num_classes, **self.build_options)
+                model = self.space.build(candidate, num_classes=num_classes, **build_options)
             model.to(device)
             score = float(self.score_fn(model, inputs, targets, **self.score_options))
             record["score"] = score if math.isfinite(score) else None
@@ -151,6 +158,7 @@ class ArchitectureSearch:
             store.check_config(self.config(datamodule), force=self.force)
         strategy = make_strategy(self.strategy, self.space, self.budget, self.seed, self.population, self.sample_size)
         batches = ScoringBatches(datamodule, self.batch_size, self.batch_policy, self.seed, device)
+        build_options = self.build_options_for(datamodule)
         records: list[dict] = []
         total = self.budget if self.budget is not None else len(self.space)
         done = sum(1 for t in range(total) if store is not None and t in store)
@@ -166,7 +174,7 @@ class ArchitectureSearch:
                             f"trial {trial} in {store.path} scored {stored['candidate']!r} but this search "
                             f"proposes {candidate!r}: the results directory belongs to another search"
                         )
-                    record = stored or self.score_candidate(candidate, trial, batches, num_classes, device)
+                    record = stored or self.score_candidate(candidate, trial, batches, num_classes, device, build_options)
                     if stored is None:
                         if store is not None:
                             store.append(record)
@@ -218,7 +226,7 @@ class ArchitectureSearch:
             raise RuntimeError("no candidate to train: the search scored none")
         module = CandidateModule(
             self.result.best["candidate"], num_classes=self.num_classes or datamodule.num_classes,
-            space=self.space, build_options=self.build_options, **module_options,
+            space=self.space, build_options=self.build_options_for(datamodule), **module_options,
         )
         trainer.fit(module, datamodule=datamodule)
         metrics = {k: float(v) for k, v in trainer.test(module, datamodule=datamodule, verbose=False)[0].items()}

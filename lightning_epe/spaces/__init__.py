@@ -2,5 +2,6 @@
 from .base import CandidateSpace
 from .nb201 import OPS as NB201_OPS
 from .nb201 import NB201Space, parse_arch
+from .timm import TimmSpace
 
-__all__ = ["CandidateSpace", "NB201Space", "NB201_OPS", "parse_arch"]
+__all__ = ["CandidateSpace", "NB201Space", "NB201_OPS", "TimmSpace", "parse_arch"]

@@ -36,6 +36,11 @@ def _experiment_parser(command: str) -> ArgumentParser:
                         help="results directory (scores.jsonl, summary.json, config); rerun to resume")
     parser.add_argument("--candidate", type=str | None, default=None,
                         help="fit: the candidate to train (NB201: index or arch string)")
+    group = parser.add_argument_group("scoring devices (override the search section; Lightning's vocabulary)")
+    group.add_argument("--accelerator", type=str | None, default=None, help="cpu, gpu, cuda, mps or auto")
+    group.add_argument("--devices", type=int | str | None, default=None, help="devices (processes) per node")
+    group.add_argument("--num_nodes", type=int | None, default=None, help="nodes")
+    group.add_argument("--strategy", type=str | None, default=None, help="ddp, ddp_spawn, ... for several devices")
     parser.add_class_arguments(ArchitectureSearch, "search", skip={"results_dir"})
     parser.add_class_arguments(CandidateModule, "model", skip={"candidate", "num_classes", "space", "build_options"},
                                instantiate=False)
@@ -58,16 +63,24 @@ def _run_experiment(command: str, cfg: Namespace, parser: ArgumentParser) -> dic
     from .module import CandidateModule
     from .search.progress import console
 
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
     L.seed_everything(cfg.seed_everything, verbose=False)
     init = parser.instantiate(cfg)
     datamodule, search = init.data, init.search
+    for key, attribute in (("accelerator", "accelerator"), ("devices", "devices"), ("num_nodes", "num_nodes"),
+                           ("strategy", "distributed_strategy")):
+        if cfg[key] is not None:
+            setattr(search, attribute, cfg[key])
     if command in ("search", "score"):
         search.results_dir = cfg.results_dir
-        if cfg.results_dir:  # the effective configuration, beside the records
+        if cfg.results_dir and rank_zero_only.rank == 0:  # the effective configuration, beside the records
             Path(cfg.results_dir).mkdir(parents=True, exist_ok=True)
             (Path(cfg.results_dir) / "config.yaml").write_text(parser.dump(cfg))
         search.run(datamodule)
         best = search.result.best
+        if rank_zero_only.rank != 0:  # other processes of a distributed search: rank 0 reports
+            return {"best": best}
         console.print(f"[bold green]best[/]: {best['arch']} (candidate {best['candidate']}), "
                       f"{search.score_name} score {best['score']:.4f}", soft_wrap=True)
         if cfg.results_dir:

@@ -12,6 +12,7 @@ import torch
 from ..scores import get_score
 from ..spaces import CandidateSpace, NB201Space
 from .batches import ScoringBatches
+from .distributed import Workers
 from .progress import console, leaderboard, search_progress
 from .store import ResultsStore, best_record
 from .strategies import make_strategy
@@ -29,13 +30,6 @@ class SearchResult:
         return [r for r in self.records if r.get("error") is not None]
 
 
-def resolve_device(accelerator: str) -> torch.device:
-    """Lightning's accelerator names ('auto', 'cpu', 'gpu', 'cuda', 'mps') -> a torch device."""
-    from lightning.fabric import Fabric  # Lightning's own accelerator resolution
-
-    return Fabric(accelerator=accelerator, devices=1).device
-
-
 class ArchitectureSearch:
     """Score candidates of a space with a training-free score and pick the best.
 
@@ -50,6 +44,9 @@ class ArchitectureSearch:
             batch per candidate, as the official search).
         batch_size: scoring batch size (default: the datamodule's ``batch_size``).
         accelerator: where to score, in Lightning's vocabulary (``auto``, ``cpu``, ``gpu``, ...).
+        devices: devices (processes) per node scoring in parallel (Lightning's ``devices``).
+        num_nodes: nodes scoring in parallel.
+        distributed_strategy: Lightning strategy for several devices (``auto``, ``ddp``, ...).
         num_classes: classes of the networks (default: the datamodule's ``num_classes``).
         build_options: extra keyword arguments for ``space.build`` (e.g. ``{"C": 16, "N": 5}``).
         score_options: extra keyword arguments for the score (e.g. ``{"class_count": "true"}``).
@@ -71,6 +68,9 @@ class ArchitectureSearch:
         batch_policy: str = "fixed",
         batch_size: int | None = None,
         accelerator: str = "auto",
+        devices: int | str = 1,
+        num_nodes: int = 1,
+        distributed_strategy: str = "auto",
         num_classes: int | None = None,
         build_options: dict | None = None,
         score_options: dict | None = None,
@@ -87,6 +87,7 @@ class ArchitectureSearch:
         self.strategy, self.budget, self.seed = strategy, budget, seed
         self.batch_policy, self.batch_size = batch_policy, batch_size
         self.accelerator, self.num_classes = accelerator, num_classes
+        self.devices, self.num_nodes, self.distributed_strategy = devices, num_nodes, distributed_strategy
         self.build_options, self.score_options = dict(build_options or {}), dict(score_options or {})
         self.population, self.sample_size = population, sample_size
         self.results_dir, self.force, self.progress = results_dir, force, progress
@@ -148,15 +149,23 @@ class ArchitectureSearch:
             return str(candidate)
 
     def run(self, datamodule) -> SearchResult:
-        """Score candidates (resuming from ``results_dir`` if it holds records) and return the result."""
-        device = resolve_device(self.accelerator)
+        """Score candidates (resuming from ``results_dir`` if it holds records) and return the result.
+
+        With several devices/nodes, each round asks one candidate per process, each process scores
+        its own, and the records are gathered (rank 0 writes them). Random and exhaustive searches
+        give the same records as one process; evolution proposes a round's candidates before their
+        scores are known.
+        """
+        workers = Workers(self.accelerator, self.devices, self.num_nodes, self.distributed_strategy)
+        device, world = workers.device, workers.world_size
         num_classes = self.num_classes or getattr(datamodule, "num_classes", None)
         if not num_classes:
             raise ValueError("num_classes is unknown: pass num_classes= or use a datamodule with a num_classes attribute")
-        store = ResultsStore(self.results_dir) if self.results_dir else None
+        store = ResultsStore(self.results_dir, writer=workers.is_main) if self.results_dir else None
         if store is not None:
             store.check_config(self.config(datamodule), force=self.force)
         strategy = make_strategy(self.strategy, self.space, self.budget, self.seed, self.population, self.sample_size)
+        workers.prepare_data(datamodule)
         batches = ScoringBatches(datamodule, self.batch_size, self.batch_policy, self.seed, device)
         build_options = self.build_options_for(datamodule)
         records: list[dict] = []
@@ -165,24 +174,22 @@ class ArchitectureSearch:
         started = time.perf_counter()
         best = best_record(store.records.values()) if store is not None else None
         try:
-            with search_progress(total, done, enabled=self.progress) as update:
-                trial = 0
-                while (candidate := strategy.ask()) is not None:
-                    stored = store.records.get(trial) if store is not None else None
-                    if stored is not None and stored["candidate"] != _jsonable(candidate):
-                        raise RuntimeError(
-                            f"trial {trial} in {store.path} scored {stored['candidate']!r} but this search "
-                            f"proposes {candidate!r}: the results directory belongs to another search"
-                        )
-                    record = stored or self.score_candidate(candidate, trial, batches, num_classes, device, build_options)
-                    if stored is None:
-                        if store is not None:
-                            store.append(record)
-                        best = best_record([best, record] if best else [record])
-                        update(_best_text(best))
-                    strategy.tell(candidate, record["score"])
-                    records.append(record)
-                    trial += 1
+            with search_progress(total, done, enabled=self.progress and workers.is_main) as update:
+                while round_ := self._ask_round(strategy, len(records), world):
+                    mine = []
+                    for trial, candidate in round_[workers.rank::world]:
+                        stored = self._stored(store, trial, candidate)
+                        mine.append(stored or self.score_candidate(candidate, trial, batches, num_classes, device,
+                                                                   build_options))
+                    for record in sorted(workers.gather(mine), key=lambda r: r["trial"]):
+                        if store is None or record["trial"] not in store:  # newly scored
+                            if store is not None:
+                                store.append(record)
+                            best = best_record([best, record] if best else [record])
+                            update(_best_text(best))
+                        records.append(record)
+                    for (trial, candidate), record in zip(round_, records[-len(round_):]):
+                        strategy.tell(candidate, record["score"])
         except KeyboardInterrupt:
             if store is not None:
                 console.print(f"[yellow]Interrupted. {len(store)} records are safe in {store.path}; "
@@ -190,9 +197,9 @@ class ArchitectureSearch:
             raise
         best = best_record(records)
         self.result = SearchResult(records, best)
-        if store is not None:
+        if store is not None and workers.is_main:
             self._write_summary(store, records, best, time.perf_counter() - started)
-        if self.progress:
+        if self.progress and workers.is_main:
             console.print(leaderboard(records))
         if best is None and records:
             raise RuntimeError(
@@ -200,6 +207,24 @@ class ArchitectureSearch:
                 + (f" in {store.path}" if store is not None else "")
             )
         return self.result
+
+    @staticmethod
+    def _ask_round(strategy, first_trial: int, size: int) -> list[tuple[int, Hashable]]:
+        """Up to ``size`` (trial, candidate) pairs: one per process."""
+        round_ = []
+        while len(round_) < size and (candidate := strategy.ask()) is not None:
+            round_.append((first_trial + len(round_), candidate))
+        return round_
+
+    @staticmethod
+    def _stored(store: ResultsStore | None, trial: int, candidate: Hashable) -> dict | None:
+        stored = store.records.get(trial) if store is not None else None
+        if stored is not None and stored["candidate"] != _jsonable(candidate):
+            raise RuntimeError(
+                f"trial {trial} in {store.path} scored {stored['candidate']!r} but this search "
+                f"proposes {candidate!r}: the results directory belongs to another search"
+            )
+        return stored
 
     def _write_summary(self, store: ResultsStore, records: list[dict], best: dict | None, seconds: float) -> None:
         summary = store.read_summary()

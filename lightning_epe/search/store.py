@@ -41,10 +41,22 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 class ResultsStore:
-    """Append-only records of one search, keyed by ``trial`` (the draw number)."""
+    """Append-only records of one search, keyed by ``trial`` (the draw number).
 
-    def __init__(self, directory: str | os.PathLike):
+    ``writer=False`` (the other processes of a distributed search) reads the directory and keeps
+    records in memory, but writes nothing.
+    """
+
+    def __init__(self, directory: str | os.PathLike, writer: bool = True):
         self.directory = Path(directory)
+        self.writer = writer
+        self.path = self.directory / SCORES
+        self.records: dict[int, dict] = {}
+        if writer:
+            self._check_writable()
+        self._load()
+
+    def _check_writable(self) -> None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             probe = self.directory / ".write-test"
@@ -52,9 +64,6 @@ class ResultsStore:
             probe.unlink()
         except OSError as err:
             raise OSError(f"results directory {str(self.directory)!r} is not writable: {err}") from err
-        self.path = self.directory / SCORES
-        self.records: dict[int, dict] = {}
-        self._load()
 
     def _load(self) -> None:
         if not self.path.exists():
@@ -62,8 +71,9 @@ class ResultsStore:
         data = self.path.read_bytes()
         if data and not data.endswith(b"\n"):  # torn last line from a kill: cut it off
             data = data[: data.rfind(b"\n") + 1]
-            with open(self.path, "r+b") as f:
-                f.truncate(len(data))
+            if self.writer:
+                with open(self.path, "r+b") as f:
+                    f.truncate(len(data))
         for number, line in enumerate(data.decode().splitlines(), start=1):
             if not line.strip():
                 continue
@@ -84,17 +94,19 @@ class ResultsStore:
                 raise ConfigMismatchError(
                     f"{str(self.directory)!r} holds results of a different configuration (changed: "
                     f"{', '.join(changed)}). Use another results directory, or force=True "
-                    f"(--force true) to continue with the new configuration."
+                    f"(--search.force true) to continue with the new configuration."
                 )
-        write_json_atomic(path, config)
+        if self.writer:
+            write_json_atomic(path, config)
 
     def append(self, record: dict) -> None:
         record = dict(record, score=_json_safe(record.get("score")))
-        line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
-        with open(self.path, "a") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        if self.writer:
+            line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
+            with open(self.path, "a") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
         self.records[int(record["trial"])] = record
 
     def __contains__(self, trial: int) -> bool:

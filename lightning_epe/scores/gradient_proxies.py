@@ -1,0 +1,80 @@
+"""Loss-gradient proxies of Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS" (ICLR 2021).
+
+Both use the cross-entropy loss ``L`` of the batch (mean over samples, as ``F.cross_entropy``)
+with the network in train mode, and the weights ``theta`` of its Conv/Linear layers (biases and
+normalisation parameters are not measured), as ``foresight/pruners/measures/{grad_norm,snip}.py``:
+
+- ``grad_norm = sum over layers of ||dL/dtheta||_2``
+- ``snip      = sum over weights of |theta * dL/dtheta|`` (Lee et al. 2019's connection
+  sensitivity, the gradient of ``L`` with respect to a multiplicative mask at 1).
+
+The gradients are taken with ``torch.autograd.grad``: the model's ``.grad`` fields are untouched.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._common import check_batch, logits_of, model_device, scoring_context
+from ._hooks import measured_layers, prepare_inputs
+
+
+def _loss_gradients(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
+                    score: str) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    if targets is None:
+        raise ValueError(f"{score} needs labels: pass integer class targets of shape (B,)")
+    inputs, targets = check_batch(inputs, targets)
+    device = model_device(model, inputs.device)
+    inputs, targets = prepare_inputs(model, inputs, device), targets.to(device)
+    weights = [m.weight for m in measured_layers(model) if isinstance(m.weight, torch.Tensor)]
+    weights = list({id(w): w for w in weights}.values())  # a shared layer counts once
+    flags = [w.requires_grad for w in weights]
+    with scoring_context(model, device):
+        try:
+            for w in weights:
+                w.requires_grad_(True)
+            logits = logits_of(model(inputs))
+            if logits.dim() != 2:
+                raise ValueError(f"{score} needs logits of shape (B, classes), got {tuple(logits.shape)}")
+            top = int(targets.max())
+            if top >= logits.shape[1]:
+                raise ValueError(f"label {top} is out of range for a model with {logits.shape[1]} logits")
+            loss = F.cross_entropy(logits, targets)
+            grads = list(torch.autograd.grad(loss, weights, allow_unused=True)) if weights else []
+        finally:
+            for w, flag in zip(weights, flags):
+                w.requires_grad_(flag)
+    return weights, grads
+
+
+def grad_norm_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """grad_norm: sum over Conv/Linear layers of the L2 norm of the cross-entropy weight gradient.
+
+    Args:
+        model: returns logits (B, classes) or a tuple ending in them; train mode; left as found.
+        inputs: float tensor (B, ...) with B >= 2.
+        targets: integer labels (B,), below the number of logits.
+    """
+    weights, grads = _loss_gradients(model, inputs, targets, "grad_norm")
+    total = 0.0
+    for g in grads:
+        if g is not None:
+            total += float(torch.linalg.vector_norm(g.detach().to(torch.float64)))
+    return total
+
+
+def snip_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """SNIP: sum of |theta * dL/dtheta| over Conv/Linear weights, L the cross-entropy of the batch.
+
+    Args:
+        model: returns logits (B, classes) or a tuple ending in them; train mode; left as found.
+        inputs: float tensor (B, ...) with B >= 2.
+        targets: integer labels (B,), below the number of logits.
+    """
+    weights, grads = _loss_gradients(model, inputs, targets, "snip")
+    total = 0.0
+    for w, g in zip(weights, grads):
+        if g is not None:
+            total += float((w.detach().to(torch.float64) * g.detach().to(torch.float64)).abs().sum())
+    return total

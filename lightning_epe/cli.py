@@ -62,6 +62,7 @@ def _run_experiment(command: str, cfg: Namespace, parser: ArgumentParser) -> dic
 
     from .module import CandidateModule
     from .search.progress import console
+    from .search.store import ResultsStore, write_text_atomic
 
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
@@ -75,8 +76,9 @@ def _run_experiment(command: str, cfg: Namespace, parser: ArgumentParser) -> dic
     if command in ("search", "score"):
         search.results_dir = cfg.results_dir
         if cfg.results_dir and rank_zero_only.rank == 0:  # the effective configuration, beside the records
-            Path(cfg.results_dir).mkdir(parents=True, exist_ok=True)
-            (Path(cfg.results_dir) / "config.yaml").write_text(parser.dump(cfg))
+            # checked first (writable? same configuration?), so a refused run leaves the directory as it was
+            ResultsStore(cfg.results_dir).check_config(search.config(datamodule), force=search.force)
+            write_text_atomic(Path(cfg.results_dir) / "config.yaml", parser.dump(cfg))
         search.run(datamodule)
         best = search.result.best
         if rank_zero_only.rank != 0:  # other processes of a distributed search: rank 0 reports
@@ -134,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _run_experiment(command, cfg, parser)
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        message = f"lightning-epe {command}: interrupted"
+        if command in ("search", "score"):
+            message += (f"; the records so far are safe in {cfg.results_dir}: rerun the same command to resume"
+                        if cfg.results_dir else " (give --results_dir to make a search resumable)")
+        print(message, file=sys.stderr)
         return 130
     except (ValueError, TypeError, RuntimeError, OSError) as err:
         print(f"lightning-epe {command}: error: {err}", file=sys.stderr)

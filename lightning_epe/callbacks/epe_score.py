@@ -48,6 +48,12 @@ class EPEScore(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         with isolate_rng():
             batch = self._batch(trainer)
+            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2
+                    and isinstance(batch[0], torch.Tensor) and isinstance(batch[1], torch.Tensor)):
+                raise TypeError(
+                    f"EPEScore scores (inputs, targets, ...) tensor batches, got a {type(batch).__name__}; "
+                    "pass batch=(inputs, targets) to score on"
+                )
             inputs, targets = batch[0].to(pl_module.device), batch[1].to(pl_module.device)
             self.score = float(self.score_fn(pl_module, inputs, targets, **self.score_options))
         trainer.callback_metrics[f"{self.score_name}_score"] = torch.tensor(self.score)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import default_collate
 
+from ..scores._common import check_batch
+
 BATCH_POLICIES = ("fixed", "fresh")
 
 
@@ -13,31 +15,55 @@ class ScoringBatches:
     ``fixed``: the same batch for every candidate (drawn once, moved to the device once).
     ``fresh``: a new batch, with the training augmentation, for every trial, as the official
     search; trial ``t`` always gets the same batch, so a resumed search sees what a whole run saw.
+
+    Every batch is checked (at least 2 samples, finite float inputs, integer labels of shape (B,)
+    in ``0..num_classes - 1``); a bad batch raises a ``ValueError``/``TypeError`` naming the data
+    module, before any candidate is scored on it.
     """
 
-    def __init__(self, datamodule, batch_size: int | None, policy: str, seed: int, device: torch.device):
+    def __init__(self, datamodule, batch_size: int | None, policy: str, seed: int, device: torch.device,
+                 num_classes: int | None = None):
         if policy not in BATCH_POLICIES:
             raise ValueError(f"unknown batch policy {policy!r}; accepted: {', '.join(BATCH_POLICIES)}")
         if datamodule is None:
             raise ValueError("scoring needs a datamodule to draw batches from")
         datamodule.prepare_data()
         datamodule.setup("fit")
+        self.source = type(datamodule).__name__
         self.dataset = datamodule.train_dataloader().dataset
         if not hasattr(self.dataset, "__getitem__") or not hasattr(self.dataset, "__len__"):
             raise TypeError("scoring batches need a map-style training dataset (with __len__ and __getitem__)")
         self.batch_size = batch_size or getattr(datamodule, "batch_size", None) or 128
         if self.batch_size < 2:
             raise ValueError(f"the scoring batch size must be >= 2, got {self.batch_size}")
+        if len(self.dataset) < 2:
+            raise ValueError(f"the training set of {self.source} has {len(self.dataset)} sample(s); scoring "
+                             "needs at least 2 (correlations between samples)")
         self.batch_size = min(self.batch_size, len(self.dataset))
-        self.policy, self.seed, self.device = policy, seed, device
-        self._fixed = self._draw(0) if policy == "fixed" else None
+        self.policy, self.seed, self.device, self.num_classes = policy, seed, device, num_classes
+        first = self._draw(0)  # checks the data before any candidate is built
+        self._fixed = first if policy == "fixed" else None
 
     def _draw(self, trial: int) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed * 1_000_003 + trial)
+            torch.random.default_generator.manual_seed(self.seed * 1_000_003 + trial)  # CPU only, restored
             indices = torch.randperm(len(self.dataset))[: self.batch_size].tolist()
             inputs, targets = default_collate([self.dataset[i] for i in indices])[:2]
-        return inputs.to(self.device), torch.as_tensor(targets).to(self.device)
+        return self._check(inputs, torch.as_tensor(targets), trial)
+
+    def _check(self, inputs, targets, trial: int) -> tuple[torch.Tensor, torch.Tensor]:
+        where = f"the scoring batch of trial {trial} from {self.source}"
+        try:
+            inputs, targets = check_batch(inputs, targets)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{where} is unusable: {err}") from None
+        top = int(targets.max())
+        if self.num_classes is not None and top >= self.num_classes:
+            raise ValueError(
+                f"{where} has label {top}, out of range for num_classes={self.num_classes} (labels must be "
+                f"0..{self.num_classes - 1}); set num_classes (--search.num_classes) to the data's class count"
+            )
+        return inputs.to(self.device), targets.to(self.device)
 
     def __call__(self, trial: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._fixed if self._fixed is not None else self._draw(trial)

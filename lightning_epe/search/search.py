@@ -1,6 +1,7 @@
 """ArchitectureSearch: score candidates of a space, rank them, hand the best to a Lightning Trainer."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -120,24 +121,21 @@ class ArchitectureSearch:
         record = {"trial": trial, "candidate": candidate, "arch": self.describe(candidate),
                   "seed": self.candidate_seed(trial), "score": None, "error": None}
         start = time.perf_counter()
-        model = None
+        inputs, targets = batches(trial)  # a bad batch is the data's fault: it stops the search
+        model, out_of_memory = None, False
         try:
-            inputs, targets = batches(trial)
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(record["seed"])
+            with _seeded(record["seed"], device):
                 model = self.space.build(candidate, num_classes=num_classes, **build_options)
             model.to(device)
             score = float(self.score_fn(model, inputs, targets, **self.score_options))
             record["score"] = score if math.isfinite(score) else None
-        except KeyboardInterrupt:
-            raise
         except Exception as err:  # a failing candidate is recorded and the search goes on
             record["error"] = f"{type(err).__name__}: {err}"
-            record["traceback"] = traceback.format_exc(limit=3)
-            if isinstance(err, torch.OutOfMemoryError) and device.type == "cuda":
-                torch.cuda.empty_cache()
-        finally:
-            del model
+            record["traceback"] = traceback.format_exc(limit=-3)  # the innermost frames: where it failed
+            out_of_memory = isinstance(err, torch.OutOfMemoryError)
+        del model  # (the exception and its frames are gone too, so the cache can really be emptied)
+        if out_of_memory and device.type == "cuda":
+            torch.cuda.empty_cache()
         record["seconds"] = round(time.perf_counter() - start, 4)
         return record
 
@@ -166,7 +164,8 @@ class ArchitectureSearch:
             store.check_config(self.config(datamodule), force=self.force)
         strategy = make_strategy(self.strategy, self.space, self.budget, self.seed, self.population, self.sample_size)
         workers.prepare_data(datamodule)
-        batches = ScoringBatches(datamodule, self.batch_size, self.batch_policy, self.seed, device)
+        batches = ScoringBatches(datamodule, self.batch_size, self.batch_policy, self.seed, device,
+                                 num_classes=num_classes)
         build_options = self.build_options_for(datamodule)
         records: list[dict] = []
         total = self.budget if self.budget is not None else len(self.space)
@@ -262,6 +261,23 @@ class ArchitectureSearch:
                             "trained": self.result.best["candidate"]})
             store.write_summary(summary)
         return metrics
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device):
+    """Seed the RNG a network is initialised from; every global RNG state is restored on exit.
+
+    On CPU only the CPU generator is seeded (``torch.manual_seed`` would also queue a seed for
+    every CUDA device, which ``fork_rng`` would not undo); on CUDA all devices are forked.
+    """
+    if device.type == "cuda":
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+            torch.manual_seed(seed)
+            yield
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(seed)
+            yield
 
 
 def _jsonable(candidate):

@@ -11,6 +11,7 @@ open, never fatal. Files other than ``scores.jsonl`` are replaced atomically (wr
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -30,14 +31,33 @@ def _json_safe(value: float | None) -> float | None:
     return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def _why(err: OSError) -> str:
+    """What went wrong, in words (the file is named by the caller)."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full (or over quota)"
+    if err.strerror:
+        return err.strerror + (f" ({err.filename})" if err.filename else "")
+    return str(err)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically: a failure (disk full ...) leaves the old file intact."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, allow_nan=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"could not write {path}: {_why(err)}; the previous version of the file "
+                                 "is intact") from err
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 class ResultsStore:
@@ -63,7 +83,10 @@ class ResultsStore:
             probe.write_text("")
             probe.unlink()
         except OSError as err:
-            raise OSError(f"results directory {str(self.directory)!r} is not writable: {err}") from err
+            raise OSError(
+                err.errno, f"results directory {str(self.directory)!r} is not writable ({_why(err)}); choose "
+                "another directory (results_dir=, --results_dir) or make this one writable"
+            ) from err
 
     def _load(self) -> None:
         if not self.path.exists():
@@ -100,13 +123,31 @@ class ResultsStore:
             write_json_atomic(path, config)
 
     def append(self, record: dict) -> None:
+        """Append one record (one line, flushed and fsynced).
+
+        If the write fails (disk full, I/O error), the partial line is cut off again, so the file
+        holds exactly the records written before, and an ``OSError`` says what happened and how
+        to resume.
+        """
         record = dict(record, score=_json_safe(record.get("score")))
         if self.writer:
-            line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
-            with open(self.path, "a") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+            line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode()
+            size = self.path.stat().st_size if self.path.exists() else 0
+            try:
+                with open(self.path, "ab") as f:
+                    f.write(line)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as err:
+                try:
+                    os.truncate(self.path, size)  # shrinking needs no space
+                except OSError:
+                    pass  # a torn last line is cut off on the next start anyway
+                raise OSError(
+                    err.errno, f"could not append trial {record.get('trial')} to {self.path}: {_why(err)}. "
+                    f"The {len(self.records)} records already there are intact; free space (or fix the "
+                    "directory) and run the same command again to resume."
+                ) from err
         self.records[int(record["trial"])] = record
 
     def __contains__(self, trial: int) -> bool:

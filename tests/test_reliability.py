@@ -1,0 +1,503 @@
+"""Reliability: bad input gives a clear error or a recorded failure, faults lose nothing, runs are
+deterministic and leave the caller's state alone. The table of bad inputs is docs/reliability.md;
+each row names its test (here or in the other test files)."""
+import errno
+import json
+import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_epe import CandidateModule, EPEScore
+from lightning_epe.cli import main
+from lightning_epe.scores import epe_score
+from lightning_epe.search import ArchitectureSearch
+from lightning_epe.search import store as store_module
+from lightning_epe.spaces import NB201Space
+from lightning_epe.spaces.base import CandidateSpace
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = str(ROOT / "recipes" / "quickstart.yaml")
+TINY = {"C": 2, "N": 1}
+ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+FAST = ["--search.budget", "4", "--search.build_options", json.dumps(TINY), "--search.batch_size", "16",
+        "--search.progress", "false"]
+
+
+def records_of(directory) -> list[dict]:
+    return [json.loads(line) for line in (Path(directory) / "scores.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers reachable from YAML (class_path) as well as from Python
+
+
+class BadData(L.LightningDataModule):
+    """32 random 8x8 images of 4 classes, spoilt in the way ``kind`` says."""
+
+    num_classes = 4
+
+    def __init__(self, kind: str = "good", batch_size: int = 16):
+        super().__init__()
+        self.kind, self.batch_size = kind, batch_size
+        g = torch.Generator().manual_seed(0)
+        n = 1 if kind == "one_sample" else 32
+        x, y = torch.randn(n, 3, 8, 8, generator=g), torch.arange(n) % 4
+        if kind == "nan":
+            x[:, 0, 0, 0] = math.nan
+        elif kind == "inf":
+            x[:, 1, 2, 3] = math.inf
+        elif kind == "float_labels":
+            y = y.float()
+        elif kind == "negative_labels":
+            y = y - 1
+        elif kind == "labels_out_of_range":
+            y = y + 4
+        elif kind == "labels_wrong_shape":
+            y = y[:, None]
+        elif kind == "single_class":
+            y = torch.zeros_like(y)
+        elif kind == "one_sample_class":
+            y = torch.arange(n) % 3
+            y[-1] = 3  # class 3 has one sample
+        self.dataset = TensorDataset(x, y)
+
+    def train_dataloader(self):
+        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True)
+
+
+BAD_DATA = [  # kind, exception, message
+    ("nan", ValueError, "NaN or inf"),
+    ("inf", ValueError, "NaN or inf"),
+    ("float_labels", TypeError, "integer class labels"),
+    ("negative_labels", ValueError, ">= 0"),
+    ("labels_out_of_range", ValueError, "label 7, out of range for num_classes=4"),
+    ("labels_wrong_shape", ValueError, "shape"),
+    ("one_sample", ValueError, "at least 2"),
+]
+
+
+class FaultySpace(CandidateSpace):
+    """Trial t is candidate t: 1 runs out of (simulated CUDA) memory, 2 raises in forward, 3 fails to
+    build, 4 has zero input gradients (all-none cell: NaN); the others are fine."""
+
+    name = "faulty"
+
+    def sample(self, n, seed=None, replace=True):
+        return list(range(n))
+
+    def build(self, candidate, num_classes=10, **options):
+        if candidate == 3:
+            raise KeyError("no such candidate 3")
+        space = NB201Space()
+        net = space.build(ALL_NONE if candidate == 4 else 1601, num_classes=num_classes, **TINY)
+        if candidate in (1, 2):
+            error = (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB") if candidate == 1
+                     else ValueError("boom in forward"))
+
+            def forward(x):
+                raise error
+
+            net.forward = forward
+        return net
+
+
+def check_faulty_records(records):
+    by = {r["candidate"]: r for r in records}
+    assert by[1]["error"].startswith("OutOfMemoryError: CUDA out of memory") and by[1]["score"] is None
+    assert by[2]["error"] == "ValueError: boom in forward" and "boom in forward" in by[2]["traceback"]
+    assert by[3]["error"].startswith("KeyError") and by[3]["score"] is None
+    assert by[4]["score"] is None and by[4]["error"] is None  # NaN: undefined, not failed
+    assert all(by[c]["error"] is None and by[c]["score"] is not None for c in (0, 5))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: Python API
+
+
+@pytest.mark.parametrize("kind, error, message", BAD_DATA, ids=[k for k, *_ in BAD_DATA])
+@pytest.mark.parametrize("policy", ["fixed", "fresh"])
+def test_bad_data_stops_the_search_before_any_candidate(kind, error, message, policy, tmp_path):
+    search = ArchitectureSearch(budget=3, build_options=TINY, accelerator="cpu", progress=False,
+                                batch_policy=policy, results_dir=str(tmp_path))
+    search.space.build = lambda *a, **k: pytest.fail("a candidate was built on bad data")
+    with pytest.raises(error, match=message) as info:
+        search.run(BadData(kind))
+    assert "BadData" in str(info.value)  # names where the batch came from
+    assert not (tmp_path / "scores.jsonl").exists()
+
+
+@pytest.mark.parametrize("kind", ["single_class", "one_sample_class"])
+def test_a_single_class_or_a_one_sample_class_is_scored(kind):
+    result = ArchitectureSearch(budget=2, build_options=TINY, accelerator="cpu", progress=False).run(BadData(kind))
+    assert all(r["error"] is None and math.isfinite(r["score"]) for r in result.records)
+    x, y = BadData(kind).dataset.tensors
+    assert math.isfinite(epe_score(NB201Space().build(1601, num_classes=4, **TINY), x, y))
+
+
+def test_failures_oom_and_nan_are_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: pytest.fail("empty_cache called on CPU"))
+    result = ArchitectureSearch(FaultySpace(), budget=6, accelerator="cpu", progress=False,
+                                results_dir=str(tmp_path)).run(BadData())
+    check_faulty_records(result.records)
+    assert result.best["candidate"] in (0, 5)
+    check_faulty_records(records_of(tmp_path))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["failed"], summary["nan"], summary["scored"]) == (3, 1, 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_oom_on_gpu_empties_the_cache_and_goes_on(monkeypatch):
+    calls = []
+    original = torch.cuda.empty_cache
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(1) or original())
+    result = ArchitectureSearch(FaultySpace(), budget=6, accelerator="gpu", progress=False).run(BadData())
+    check_faulty_records(result.records)
+    assert calls == [1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: command line (exit code and message)
+
+
+def cli(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("candidate, message", [
+    ("|bad|", "expected 3"),
+    ("|conv5x5~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+     "unknown op 'conv5x5'.*valid ops: none"),
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "node 2 has 1 edge"),
+    ("15625", "out of range; valid indices are 0..15624"),
+])
+def test_cli_fit_bad_candidate(candidate, message, capsys):
+    code, _, err = cli(capsys, "fit", "--config", QUICKSTART, "--candidate", candidate, "--trainer.max_epochs", "1")
+    assert code == 1
+    assert err.startswith("lightning-epe fit: error:") and re.search(message, err), err
+
+
+@pytest.mark.parametrize("kind, _error, message", BAD_DATA, ids=[k for k, *_ in BAD_DATA])
+def test_cli_score_bad_data(kind, _error, message, capsys, tmp_path):
+    code, _, err = cli(capsys, "score", "--config", QUICKSTART, "--results_dir", str(tmp_path), *FAST,
+                       "--data", f"{__name__}.BadData", "--data.kind", kind)
+    assert code == 1 and "lightning-epe score: error:" in err
+    assert message.split(",")[0] in err, err
+
+
+def test_cli_labels_out_of_range_for_num_classes_and_batch_of_one(capsys, tmp_path):
+    code, _, err = cli(capsys, "score", "--config", QUICKSTART, "--results_dir", str(tmp_path / "a"), *FAST,
+                       "--search.num_classes", "3")
+    assert code == 1 and "out of range for num_classes=3" in err
+    code, _, err = cli(capsys, "score", "--config", QUICKSTART, "--results_dir", str(tmp_path / "b"), *FAST,
+                       "--search.batch_size", "1")
+    assert code == 1 and "batch size must be >= 2, got 1" in err
+
+
+def test_cli_failing_candidates_are_recorded_and_the_search_goes_on(capsys, tmp_path):
+    code, out, _ = cli(capsys, "score", "--config", QUICKSTART, "--results_dir", str(tmp_path),
+                       "--search.space", f"{__name__}.FaultySpace", "--search.budget", "6",
+                       "--search.batch_size", "16", "--search.progress", "false")
+    assert code == 0 and "best" in out
+    check_faulty_records(records_of(tmp_path))
+
+
+@pytest.mark.parametrize("yaml_text, code, message", [
+    ("search:\n  budgett: 3\n", 2, "budgett"),
+    ("search:\n  budget: lots\n", 2, "search.budget"),
+    ("search:\n  build_options: 3\n", 2, "search.build_options"),
+    ("colour: blue\n", 2, "colour"),
+    ("search:\n  space:\n    class_path: lightning_epe.spaces.TimmSpace\n    init_args:\n      models: [resnet181]\n",
+     1, "unknown timm model 'resnet181'. Closest known names: resnet18"),
+])
+def test_cli_bad_yaml(yaml_text, code, message, capsys, tmp_path):
+    (tmp_path / "bad.yaml").write_text(yaml_text)
+    got, _, err = cli(capsys, "score", "--config", QUICKSTART, "--config", str(tmp_path / "bad.yaml"),
+                      "--results_dir", str(tmp_path / "results"), *FAST[2:])
+    assert got == code and message in err, err
+
+
+def test_cli_unwritable_results_dir(capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    code, _, err = cli(capsys, "score", "--config", QUICKSTART, "--results_dir", str(tmp_path / "file" / "sub"),
+                       *FAST)
+    assert code == 1 and "is not writable" in err and "--results_dir" in err
+
+
+def test_cli_changed_config_is_refused_and_leaves_the_directory_alone(capsys, tmp_path):
+    assert cli(capsys, "score", "--config", QUICKSTART, "--results_dir", str(tmp_path), *FAST)[0] == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    code, _, err = cli(capsys, "score", "--config", QUICKSTART, "--results_dir", str(tmp_path), *FAST,
+                       "--search.seed", "5")
+    assert code == 1 and "different configuration (changed: seed)" in err and "--search.force true" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults: disk full, kill -9, Ctrl-C
+
+
+class DiskFullOnAppend:
+    """``open`` for store.py: the ``fail_at``-th append writes half its line, then ENOSPC."""
+
+    def __init__(self, fail_at: int):
+        self.appends, self.fail_at = 0, fail_at
+
+    def __call__(self, path, mode="r", *args, **kwargs):
+        f = open(path, mode, *args, **kwargs)
+        if "a" not in mode:
+            return f
+        self.appends += 1
+        if self.appends != self.fail_at:
+            return f
+        write = f.write
+
+        def half_then_enospc(data):
+            write(data[: len(data) // 2])
+            f.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        f.write = half_then_enospc
+        return f
+
+
+@pytest.mark.parametrize("truncate_fails", [False, True])
+def test_disk_full_is_a_clear_error_and_damages_nothing(truncate_fails, tmp_path, monkeypatch):
+    options = dict(budget=6, build_options=TINY, accelerator="cpu", progress=False, results_dir=str(tmp_path))
+    monkeypatch.setattr(store_module, "open", DiskFullOnAppend(fail_at=4), raising=False)
+    if truncate_fails:
+        monkeypatch.setattr(store_module.os, "truncate", lambda *a: (_ for _ in ()).throw(OSError(errno.EIO, "EIO")))
+    with pytest.raises(OSError) as info:
+        ArchitectureSearch(**options).run(BadData())
+    message = str(info.value)
+    assert info.value.errno == errno.ENOSPC
+    assert str(tmp_path / "scores.jsonl") in message and "disk is full" in message
+    assert "3 records already there are intact" in message and "run the same command again to resume" in message
+    data = (tmp_path / "scores.jsonl").read_text()
+    if truncate_fails:  # the torn half line stays until the next start cuts it off
+        assert not data.endswith("\n") and data.count("\n") == 3
+    else:
+        assert data.endswith("\n") and len(data.splitlines()) == 3
+    assert [r["trial"] for r in records_of_prefix(data)] == [0, 1, 2]
+    config = (tmp_path / "config.json").read_text()
+    monkeypatch.undo()
+    resumed = ArchitectureSearch(**options).run(BadData())  # space freed: the same call resumes
+    assert [r["trial"] for r in records_of(tmp_path)] == list(range(6))
+    assert (tmp_path / "config.json").read_text() == config
+    full = ArchitectureSearch(**dict(options, results_dir=None)).run(BadData())
+    assert [r["score"] for r in resumed.records] == [r["score"] for r in full.records]
+
+
+def records_of_prefix(data: str) -> list[dict]:
+    return [json.loads(line) for line in data.split("\n")[:-1]]
+
+
+def test_disk_full_while_replacing_a_file_keeps_the_old_version(tmp_path, monkeypatch):
+    target = tmp_path / "summary.json"
+    store_module.write_json_atomic(target, {"best": 1})
+
+    def full_open(path, mode="r", *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store_module, "open", full_open, raising=False)
+    with pytest.raises(OSError, match="could not write .*summary.json: the disk is full.*previous version"):
+        store_module.write_json_atomic(target, {"best": 2})
+    assert json.loads(target.read_text()) == {"best": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_disk_full_through_the_cli(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "open", DiskFullOnAppend(fail_at=2), raising=False)
+    code, _, err = cli(capsys, "score", "--config", QUICKSTART, "--results_dir", str(tmp_path), *FAST)
+    assert code == 1 and "disk is full" in err and "run the same command again to resume" in err
+    assert len(records_of(tmp_path)) == 1
+
+
+KILL_ARGS = ["score", "--config", QUICKSTART, "--search.budget", "20", "--search.build_options", json.dumps(TINY),
+             "--search.batch_size", "64", "--search.progress", "false"]
+
+
+def start_cli(results_dir) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lightning_epe.cli", *KILL_ARGS, "--results_dir", str(results_dir)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal, even under nohup
+    )
+
+
+def interrupt_after(process, scores: Path, lines: int, sig: int, timeout: float = 300) -> tuple[int, str]:
+    """Send ``sig`` as soon as ``scores`` holds ``lines`` lines; return the exit code and stderr."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        if scores.exists() and scores.read_bytes().count(b"\n") >= lines:
+            process.send_signal(sig)
+            break
+        time.sleep(0.005)
+    _, err = process.communicate(timeout=timeout)
+    return process.returncode, err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_kill_and_ctrl_c_then_rerun_equals_an_uninterrupted_run(tmp_path, capsys):
+    """A smaller CI version of bench/kill_resume.py: SIGKILL, Ctrl-C, a torn line, SIGKILL, rerun.
+
+    Every process scores on one thread (tiny networks; on a busy machine more threads only wait)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        check_kill_and_ctrl_c(tmp_path, capsys)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def check_kill_and_ctrl_c(tmp_path, capsys):
+    results = tmp_path / "run"
+    scores = results / "scores.jsonl"
+    code, _ = interrupt_after(start_cli(results), scores, 3, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    code, err = interrupt_after(start_cli(results), scores, 8, signal.SIGINT)
+    assert code == 130, err
+    assert "interrupted" in err and "rerun the same command to resume" in err
+    with open(scores, "ab") as f:  # the moment a record is being written: a torn last line
+        f.write(b'{"arch": "|nor_conv_3x3~0|+|nor_con')
+    code, _ = interrupt_after(start_cli(results), scores, 13, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert cli(capsys, *KILL_ARGS, "--results_dir", str(results))[0] == 0  # the same command, to the end
+    assert cli(capsys, *KILL_ARGS, "--results_dir", str(tmp_path / "whole"))[0] == 0  # uninterrupted
+    lines = scores.read_text().splitlines()
+    resumed = [json.loads(line) for line in lines]  # every line parses
+    whole = records_of(tmp_path / "whole")
+    assert sorted(r["trial"] for r in resumed) == list(range(20))  # each candidate exactly once
+    score_of = lambda rs: {r["trial"]: (r["candidate"], r["score"]) for r in rs}  # noqa: E731
+    assert score_of(resumed) == score_of(whole)  # bitwise, across processes
+    summaries = [json.loads((d / "summary.json").read_text())["best"] for d in (results, tmp_path / "whole")]
+    assert summaries[0] == summaries[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism and isolation
+
+
+def global_state() -> dict:
+    cudnn = torch.backends.cudnn
+    state = {
+        "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+        "cudnn": (cudnn.enabled, cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32),
+        "matmul": (torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision()),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "grad": torch.is_grad_enabled(), "dtype": torch.get_default_dtype(), "threads": torch.get_num_threads(),
+    }
+    getter = getattr(torch._C, "_get_fp32_precision_getter", None)
+    if getter is not None:  # torch >= 2.9: per-backend float32 precision
+        state["fp32"] = [getter(backend, op) for backend in ("cuda", "mkldnn") for op in ("conv", "matmul", "rnn")]
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def assert_same_global_state(before, after):
+    assert before.keys() == after.keys()
+    for key in before:
+        a, b = before[key], after[key]
+        if key == "torch_rng":
+            assert torch.equal(a, b), key
+        elif key == "cuda_rng":
+            assert all(torch.equal(x, y) for x, y in zip(a, b)), key
+        elif key == "numpy_rng":
+            assert a[0] == b[0] and np.array_equal(a[1], b[1]) and a[2:] == b[2:], key
+        else:
+            assert a == b, key
+
+
+def model_state(model) -> dict:
+    return {
+        "tensors": {k: v.clone() for k, v in model.state_dict(keep_vars=True).items()},
+        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "modes": [m.training for m in model.modules()],
+    }
+
+
+def assert_same_model(before, after):
+    assert before["tensors"].keys() == after["tensors"].keys()
+    for k in before["tensors"]:
+        assert torch.equal(before["tensors"][k], after["tensors"][k]), k
+    for a, b in zip(before["grads"], after["grads"], strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
+    assert before["requires_grad"] == after["requires_grad"] and before["modes"] == after["modes"]
+
+
+@pytest.mark.parametrize("policy", ["fixed", "fresh"])
+def test_search_is_bitwise_deterministic_and_leaves_global_state_alone(policy, tmp_path):
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    user_precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # a user setting: scoring switches it off, then back
+    try:
+        before = global_state()
+        runs = [ArchitectureSearch(budget=4, build_options=TINY, accelerator="cpu", progress=False, batch_policy=policy,
+                                   results_dir=str(tmp_path / str(i))).run(BadData()).records for i in range(2)]
+        assert_same_global_state(before, global_state())
+    finally:
+        torch.set_float32_matmul_precision(user_precision)
+    assert [r["score"] for r in runs[0]] == [r["score"] for r in runs[1]]
+    assert all(r["score"] is not None for r in runs[0])
+
+
+def fake_trainer(batch_size=16):
+    return types.SimpleNamespace(train_dataloader=BadData(batch_size=batch_size).train_dataloader(),
+                                 callback_metrics={}, loggers=[], global_step=0, should_stop=False)
+
+
+def test_callback_leaves_model_and_global_state_as_found():
+    torch.manual_seed(0)
+    module = CandidateModule(1601, num_classes=4, build_options={"C": 4, "N": 1})
+    x, y = BadData().dataset.tensors
+    torch.nn.functional.cross_entropy(module(x[:8]), y[:8]).backward()  # existing grads
+    module.net.cells[0].requires_grad_(False)
+    module.eval()
+    module.net.stem.train()
+    np.random.seed(7), random.seed(7)
+    before_model, before_global = model_state(module), global_state()
+    callback = EPEScore()
+    callback.on_train_start(fake_trainer(), module)
+    assert math.isfinite(callback.score)
+    assert_same_model(before_model, model_state(module))
+    assert_same_global_state(before_global, global_state())
+
+
+def test_callback_zero_gradient_network_warns_and_stops(recwarn):
+    module = CandidateModule(ALL_NONE, num_classes=4, build_options={"C": 4, "N": 1})
+    trainer = fake_trainer()
+    callback = EPEScore(min_score=0.0)
+    callback.on_train_start(trainer, module)
+    assert math.isnan(callback.score) and trainer.should_stop
+    assert any("NaN" in str(w.message) for w in recwarn)
+
+
+@pytest.mark.parametrize("kind, error, message", [
+    ("nan", ValueError, "NaN or inf"), ("float_labels", TypeError, "integer class labels"),
+    ("labels_wrong_shape", ValueError, "shape"),
+])
+def test_callback_bad_batches_are_clear_errors(kind, error, message):
+    module = CandidateModule(1601, num_classes=4, build_options={"C": 4, "N": 1})
+    trainer = fake_trainer()
+    trainer.train_dataloader = BadData(kind).train_dataloader()
+    with pytest.raises(error, match=message):
+        EPEScore().on_train_start(trainer, module)
+    trainer.train_dataloader = [{"image": torch.zeros(2, 3, 8, 8), "label": torch.zeros(2)}]
+    with pytest.raises(TypeError, match="pass batch=\\(inputs, targets\\)"):
+        EPEScore().on_train_start(trainer, module)

@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.seed import isolate_rng
 
-from ..scores import get_score
+from ..scores import score_info
 
 
 class EPEScore(L.Callback):
@@ -26,16 +26,21 @@ class EPEScore(L.Callback):
             dataloader.
         min_score: stop the fit before any step if the score is below this (or NaN).
         score_options: extra keyword arguments for the score (e.g. ``{"class_count": "true"}``).
+
+    With a rank ensemble (``score="ensemble"``), a single network has no rank: the callback logs
+    each member score as ``<member>_score`` and keeps the dict in ``score``; ``min_score`` is refused.
     """
 
     def __init__(self, score: str = "epe", batch: tuple[torch.Tensor, torch.Tensor] | None = None,
                  min_score: float | None = None, score_options: dict | None = None):
         self.score_name = score
-        self.score_fn = get_score(score)
+        self.info = score_info(score)
+        if self.info.relative and min_score is not None:
+            raise ValueError(f"min_score needs an absolute score; {score!r} ranks candidates against each other")
         self.batch = batch
         self.min_score = min_score
         self.score_options = dict(score_options or {})
-        self.score: float | None = None
+        self.score: float | dict[str, float] | None = None
 
     def _batch(self, trainer: L.Trainer) -> Any:
         if self.batch is not None:
@@ -55,11 +60,16 @@ class EPEScore(L.Callback):
                     "pass batch=(inputs, targets) to score on"
                 )
             inputs, targets = batch[0].to(pl_module.device), batch[1].to(pl_module.device)
-            self.score = float(self.score_fn(pl_module, inputs, targets, **self.score_options))
-        trainer.callback_metrics[f"{self.score_name}_score"] = torch.tensor(self.score)
+            value = self.info.fn(pl_module, inputs, targets, **self.score_options)
+        self.score = {k: float(v) for k, v in value.items()} if self.info.relative else float(value)
+        metrics = ({f"{k}_score": v for k, v in self.score.items()} if self.info.relative
+                   else {f"{self.score_name}_score": self.score})
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         for logger in trainer.loggers:
-            logger.log_metrics({f"{self.score_name}_score": self.score}, step=trainer.global_step)
-        rank_zero_info(f"{self.score_name} score at initialisation: {self.score:.4f}")
+            logger.log_metrics(metrics, step=trainer.global_step)
+        rank_zero_info("scores at initialisation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if self.info.relative:
+            return
         if self.min_score is not None and not (self.score >= self.min_score):
             rank_zero_warn(
                 f"{self.score_name} score {self.score} is below min_score={self.min_score} (or NaN): "

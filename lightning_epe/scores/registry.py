@@ -26,12 +26,20 @@ class ScoreInfo:
         data_dependent: the value depends on the input values (and labels, if any). When False
             it depends only on the network and the input *shape* (e.g. ``params``, ``flops``,
             ``synflow``).
+        combine: for relative scores (rank ensembles): turns a table of ``fn``'s results for several
+            candidates into one value per candidate.
     """
 
     name: str
     fn: Callable[..., float]
     needs_labels: bool = True
     data_dependent: bool = True
+    combine: Callable | None = None
+
+    @property
+    def relative(self) -> bool:
+        """True for rank ensembles: ``fn`` returns member scores, ``combine(table)`` ranks candidates."""
+        return self.combine is not None
 
     @property
     def summary(self) -> str:
@@ -39,7 +47,8 @@ class ScoreInfo:
         return (self.fn.__doc__ or "").strip().split("\n", 1)[0]
 
 
-def register_score(name: str, *, needs_labels: bool = True, data_dependent: bool = True):
+def register_score(name: str, *, needs_labels: bool = True, data_dependent: bool = True,
+                   combine: Callable | None = None):
     """Decorator registering a scoring function ``(model, inputs, targets, **options) -> float``.
 
     ``needs_labels`` and ``data_dependent`` are recorded in the score's :class:`ScoreInfo`; the
@@ -50,7 +59,8 @@ def register_score(name: str, *, needs_labels: bool = True, data_dependent: bool
         if name in _SCORES:
             raise ValueError(f"a score named {name!r} is already registered")
         _SCORES[name] = fn
-        _INFO[name] = ScoreInfo(name, fn, needs_labels=bool(needs_labels), data_dependent=bool(data_dependent))
+        _INFO[name] = ScoreInfo(name, fn, needs_labels=bool(needs_labels), data_dependent=bool(data_dependent),
+                                combine=combine)
         return fn
 
     return wrap

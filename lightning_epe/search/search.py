@@ -10,7 +10,7 @@ from typing import Hashable
 
 import torch
 
-from ..scores import get_score
+from ..scores import score_info
 from ..spaces import CandidateSpace, NB201Space
 from .batches import ScoringBatches
 from .distributed import Workers
@@ -83,7 +83,8 @@ class ArchitectureSearch:
     ):
         self.space = space if space is not None else NB201Space()
         self.score_name = score
-        self.score_fn = get_score(score)
+        self.score_info = score_info(score)
+        self.score_fn = self.score_info.fn
         make_strategy(strategy, self.space, budget, seed, population, sample_size)  # validate early
         self.strategy, self.budget, self.seed = strategy, budget, seed
         self.batch_policy, self.batch_size = batch_policy, batch_size
@@ -127,8 +128,11 @@ class ArchitectureSearch:
             with _seeded(record["seed"], device):
                 model = self.space.build(candidate, num_classes=num_classes, **build_options)
             model.to(device)
-            score = float(self.score_fn(model, inputs, targets, **self.score_options))
-            record["score"] = score if math.isfinite(score) else None
+            value = self.score_fn(model, inputs, targets, **self.score_options)
+            if self.score_info.relative:  # member scores; the ensemble value is a rank among candidates
+                record["scores"] = {name: _finite(v) for name, v in value.items()}
+            else:
+                record["score"] = _finite(value)
         except Exception as err:  # a failing candidate is recorded and the search goes on
             record["error"] = f"{type(err).__name__}: {err}"
             record["traceback"] = traceback.format_exc(limit=-3)  # the innermost frames: where it failed
@@ -180,13 +184,17 @@ class ArchitectureSearch:
                         stored = self._stored(store, trial, candidate)
                         mine.append(stored or self.score_candidate(candidate, trial, batches, num_classes, device,
                                                                    build_options))
-                    for record in sorted(workers.gather(mine), key=lambda r: r["trial"]):
+                    gathered = sorted(workers.gather(mine), key=lambda r: r["trial"])
+                    records.extend(gathered)
+                    if self.score_info.relative:  # provisional ranks among the candidates so far
+                        self._rank(records)
+                        best = best_record(records)
+                    for record in gathered:
                         if store is None or record["trial"] not in store:  # newly scored
                             if store is not None:
                                 store.append(record)
                             best = best_record([best, record] if best else [record])
                             update(_best_text(best))
-                        records.append(record)
                     for (trial, candidate), record in zip(round_, records[-len(round_):]):
                         strategy.tell(candidate, record["score"])
         except KeyboardInterrupt:
@@ -206,6 +214,15 @@ class ArchitectureSearch:
                 + (f" in {store.path}" if store is not None else "")
             )
         return self.result
+
+    def _rank(self, records: list[dict]) -> None:
+        """Set each scored record's ``score`` to its ensemble value among ``records`` (relative scores)."""
+        scored = [r for r in records if r.get("scores") is not None and r.get("error") is None]
+        members = self.score_options.get("members", None)
+        table = [r["scores"] for r in scored]
+        values = self.score_info.combine(table, members) if members else self.score_info.combine(table)
+        for record, value in zip(scored, values):
+            record["score"] = _finite(value)
 
     @staticmethod
     def _ask_round(strategy, first_trial: int, size: int) -> list[tuple[int, Hashable]]:
@@ -278,6 +295,12 @@ def _seeded(seed: int, device: torch.device):
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(seed)
             yield
+
+
+def _finite(value) -> float | None:
+    """A float score, or None for NaN/inf (undefined: ranked last)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _jsonable(candidate):

@@ -141,7 +141,7 @@ class NB201Space(CandidateSpace):
         """A candidate given as an index, a numeric string or an arch string -> its index."""
         if isinstance(candidate, str):
             text = candidate.strip()
-            return self._check_index(int(text)) if text.isdigit() else self.index(text)
+            return self._check_index(int(text)) if text.lstrip("-").isdigit() else self.index(text)
         return self._check_index(candidate)
 
     def describe(self, candidate: int) -> str:
@@ -167,10 +167,7 @@ class NB201Space(CandidateSpace):
     def build(self, arch_or_index: str | int, num_classes: int = 10, C: int = 16, N: int = 5,
               in_channels: int = 3) -> nn.Module:
         """The NB201 network of a cell, with AutoDL ``TinyNetwork``'s module names and init order."""
-        if isinstance(arch_or_index, str) and not arch_or_index.strip().isdigit():
-            nodes = parse_arch(arch_or_index)
-        else:
-            nodes = code_arch(int(self._codes[self.parse(arch_or_index)]))
+        nodes = code_arch(int(self._codes[self.parse(arch_or_index)]))
         for label, value in (("num_classes", num_classes), ("C", C), ("N", N), ("in_channels", in_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{label} must be a positive int, got {value!r}")

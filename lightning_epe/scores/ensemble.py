@@ -1,0 +1,73 @@
+"""Rank ensembles: several proxies combined by aggregating their ranks across candidates.
+
+A proxy's raw values are on unrelated scales (EPE ~1e3, synflow ~1e50, params ~1e6), but their
+*ranks* over the candidates being compared are comparable. As AZ-NAS (Lee & Ham, 2024) does, the
+ensemble value of candidate i is ``sum_m log(rank_m(i) / n)`` with ranks 1 (worst) .. n (best),
+ties averaged, NaN ranked worst. It is therefore relative: it only means something among the
+candidates it was computed over, and it changes when candidates are added.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .registry import get_score, score_info
+
+# The best combination measured on NAS-Bench-201 / CIFAR-10 (docs/benchmarks/README.md).
+DEFAULT_MEMBERS: tuple[str, ...] = ("epe", "jacob_cov", "synflow", "naswot")
+
+
+def _check_members(members: Sequence[str]) -> tuple[str, ...]:
+    members = tuple(members)
+    if not members or "ensemble" in members:
+        raise ValueError(f"an ensemble needs one or more member scores (not 'ensemble' itself), got {members!r}")
+    for name in members:
+        score_info(name)  # unknown names raise with the known ones
+    return members
+
+
+def ensemble_scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None, *,
+                    members: Sequence[str] = DEFAULT_MEMBERS, **options) -> dict[str, float]:
+    """The member scores of one network (a dict ``{member: value}``); combine several with ``rank_ensemble``.
+
+    ``options`` are passed to the members that accept them (e.g. ``class_count`` to ``epe``).
+    """
+    values = {}
+    for name in _check_members(members):
+        fn = get_score(name)
+        parameters = inspect.signature(fn).parameters
+        values[name] = float(fn(model, inputs, targets, **{k: v for k, v in options.items() if k in parameters}))
+    return values
+
+
+def rank_ensemble(table: Sequence[Mapping[str, float | None]], members: Sequence[str] = DEFAULT_MEMBERS) -> list[float]:
+    """Ensemble values of the candidates in ``table`` (one ``{member: value}`` per candidate); higher is better."""
+    members = _check_members(members)
+    n = len(table)
+    if n == 0:
+        return []
+    total = np.zeros(n)
+    for name in members:
+        values = np.array([_as_float(row.get(name)) for row in table])
+        values[np.isnan(values)] = -np.inf  # NaN (and a missing value) ranks worst
+        total += np.log(_average_ranks(values) / n)
+    return total.tolist()
+
+
+def _as_float(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n in ascending order of value, ties sharing their average rank."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return sums[inverse] / counts[inverse]

@@ -1,12 +1,19 @@
 import hashlib
 import json
+import os
 import pickle
 from pathlib import Path
+
+# One CPU thread: the test networks are tiny, so threads only add scheduling noise (and
+# oversubscription on shared machines); subprocesses started by tests inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import pytest
 import torch
 from torchvision import datasets
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REFERENCE = SHARED / "reference" / "epe_official_seed0"

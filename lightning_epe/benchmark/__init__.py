@@ -1,0 +1,16 @@
+"""Benchmark scores against NAS-Bench-201 ground truth: rank correlations, the paper's search table, plots.
+
+No Lightning here. The one entry point is :func:`run_benchmark`; the pieces are public too.
+"""
+from .correlation import rank_correlations, score_ranks
+from .ground_truth import NATS_COLUMNS, load_csv_ground_truth, load_ground_truth, load_nats_ground_truth
+from .runner import run_benchmark
+from .simulation import PAPER_COLUMNS, PAPER_TABLE, expected_random_search, simulate_random_search
+from .tables import Table, join, read_csv_table, read_jsonl_scores, read_scores
+
+__all__ = [
+    "NATS_COLUMNS", "PAPER_COLUMNS", "PAPER_TABLE", "Table", "expected_random_search", "join",
+    "load_csv_ground_truth", "load_ground_truth", "load_nats_ground_truth", "rank_correlations",
+    "read_csv_table", "read_jsonl_scores", "read_scores", "run_benchmark", "score_ranks",
+    "simulate_random_search",
+]

@@ -23,7 +23,8 @@ from lightning_epe.scores import rank_ensemble
 
 def load(epe_csv: str, proxies_csv: str, truth_csv: str, target: str):
     epe = {int(r["index"]): float(r["epe"]) for r in csv.DictReader(open(epe_csv, newline=""))}
-    rows = [r for r in csv.DictReader(open(proxies_csv, newline="")) if int(r["index"]) in epe]
+    unique = {int(r["index"]): r for r in csv.DictReader(open(proxies_csv, newline=""))}  # two writers may overlap
+    rows = [unique[i] for i in epe if i in unique]  # in the sample's order
     truth = {int(r["index"]): float(r[target]) for r in csv.DictReader(open(truth_csv, newline=""))}
     names = ["epe"] + [c for c in rows[0] if c not in ("index", "arch_str", "seed")]
     table = [{"epe": epe[int(r["index"])], **{n: float(r[n]) for n in names[1:]}} for r in rows]

@@ -18,11 +18,11 @@ import time
 
 import torch
 
-from lightning_epe.scores import available, get_score
+from lightning_epe.scores import available, get_score, score_info
 from lightning_epe.spaces import NB201Space
 from nb201_table import done_indices, load_batch
 
-PROXIES = [name for name in available() if name != "epe"]
+PROXIES = [name for name in available() if name != "epe" and not score_info(name).relative]
 
 
 def main() -> None:
@@ -33,11 +33,15 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--limit", type=int, default=None, help="only the first N cells of --cells")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--reverse", action="store_true",
+                   help="from the last cell backwards: a second process can extend the same file from the other end")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     with open(args.cells, newline="") as f:
         rows = list(csv.DictReader(f))[: args.limit]
+    if args.reverse:
+        rows.reverse()
     x, y = load_batch(args.data, args.batch)
     space, done = NB201Space(), done_indices(args.out)
     new_file = not os.path.exists(args.out) or os.path.getsize(args.out) == 0

@@ -19,7 +19,7 @@ from torch import nn
 from .registry import get_score, score_info
 
 # The best combination measured on NAS-Bench-201 / CIFAR-10 (docs/benchmarks/README.md).
-DEFAULT_MEMBERS: tuple[str, ...] = ("epe", "jacob_cov", "synflow", "naswot")
+DEFAULT_MEMBERS: tuple[str, ...] = ("epe", "jacob_cov", "synflow", "params")
 
 
 def _check_members(members: Sequence[str]) -> tuple[str, ...]:

@@ -2,11 +2,16 @@
 
 ``reference=True`` reproduces the official code (VascoLopes/EPE-NAS @22bd341) operation for
 operation: float32 input gradient of the summed logits, then numpy float64 ``corrcoef`` per class
-in order of first appearance. The default path computes the same correlations in float64 with
-torch on the model's device, with no host round trip.
+in order of first appearance. The default path computes the same input gradient (bit for bit on
+CPU: only the input gradient, no parameter gradients) and the same correlations in float64 with
+torch on the model's device, with no host round trip. On CPU it also runs stride-1 average pooling
+through an exact faster kernel (same additions in the same order: same bits; see ``_common``).
+``precision="float64"`` runs the network in double precision on temporary copies of its weights:
+the accurate (slower) ground truth. Measurements: ``docs/benchmarks/speed.md``.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Literal, Union
 
@@ -14,9 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._common import check_batch, input_gradient, model_device, scoring_context
+from ._common import check_batch, fast_cpu_ops, input_gradient, model_device, scoring_context
 
 ClassCount = Union[Literal["official", "true"], int]
+Precision = Union[None, Literal["float32", "float64"], torch.dtype]
+_PRECISIONS = {"float32": torch.float32, "float64": torch.float64,
+               torch.float32: torch.float32, torch.float64: torch.float64}
 OFFICIAL_CLASS_COUNT = 10  # the official search never passes n_classes, so its default 10 is used
 EPSILON = 1e-5  # k in log(|r| + k)
 
@@ -91,8 +99,23 @@ def _torch_class_scores(jacobian: torch.Tensor, labels: torch.Tensor, class_coun
     return sums.cpu().tolist()
 
 
+def resolve_precision(precision: Precision, model_dtype: torch.dtype) -> torch.dtype | None:
+    """The dtype to run the network in, or ``None`` to run it as it is (its own dtype)."""
+    if precision is None:
+        return None
+    try:
+        dtype = _PRECISIONS[precision]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"precision must be None (the model's own dtype: float32 for an ordinary model, the "
+            f"official arithmetic), 'float32' or 'float64', got {precision!r}"
+        ) from None
+    return None if dtype == model_dtype else dtype
+
+
 def epe_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
-              class_count: ClassCount = "official", reference: bool = False) -> float:
+              class_count: ClassCount = "official", reference: bool = False,
+              precision: Precision = None) -> float:
     """The EPE-NAS score of an untrained ``model`` on one batch (higher is better; NaN is possible).
 
     Args:
@@ -104,13 +127,27 @@ def epe_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
             set), ``"true"`` (the number of logits: > 100 uses the pairwise branch, as NASLib), or
             an int.
         reference: follow the official computation step for step (numpy correlations on the host).
+            The default path gives the same input gradient and the same float64 correlations,
+            computed with torch on the model's device (no host round trip); scores agree to ~1e-15.
+        precision: the dtype the network runs in. ``None`` (default): the model's own dtype, i.e.
+            float32 for an ordinary model, the official arithmetic. ``"float64"``: a double
+            precision run on temporary copies of the weights and buffers (the model is not
+            touched); about 3x the CPU time, far slower on most GPUs, and the accurate value the
+            float32 paths are judged against (the score is numerically fragile: float32 rounding
+            moves it by ~5e-5 relative, median). ``"float32"``: a float32 run whatever the
+            model's dtype. Both paths honour it.
+
+    Scoring uses true float32 arithmetic whatever the global settings: TF32/bf16 matmul and
+    convolution shortcuts and cuDNN autotuning are switched off for the call and restored after.
     """
     inputs, targets = check_batch(inputs, targets)
     device = model_device(model, inputs.device)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), inputs.dtype)
-    inputs, targets = inputs.to(device=device, dtype=dtype), targets.to(device)
-    with scoring_context(model, device):
-        jacobian, logits = input_gradient(model, inputs)
+    model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), inputs.dtype)
+    run_dtype = resolve_precision(precision, model_dtype)
+    inputs, targets = inputs.to(device=device, dtype=run_dtype or model_dtype), targets.to(device)
+    with scoring_context(model, device), \
+            (contextlib.nullcontext() if reference else fast_cpu_ops(device)):
+        jacobian, logits = input_gradient(model, inputs, dtype=run_dtype)
     count = resolve_class_count(class_count, logits.shape[-1], targets)
     if reference:
         per_class = _official_class_scores(jacobian.cpu().numpy(), targets.cpu().numpy(), count)

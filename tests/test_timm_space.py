@@ -44,3 +44,19 @@ def test_search_over_timm_records_failures_and_goes_on(tiny_data):
     assert by["vit_tiny_patch16_224"]["error"] is not None and by["vit_tiny_patch16_224"]["score"] is None
     assert by["resnet10t"]["error"] is None and by["lcnet_050"]["error"] is None
     assert result.best["candidate"] in ("resnet10t", "lcnet_050")
+
+
+def test_dropout_and_drop_path_are_off_while_scoring_and_back_for_training():
+    space = TimmSpace(["resnet10t"], grid={"drop_rate": [0.5], "drop_path_rate": [0.3]})
+    torch.manual_seed(0)
+    net = space.build(space.candidates[0], num_classes=4)
+    torch.manual_seed(0)
+    plain = TimmSpace(["resnet10t"]).build("resnet10t", num_classes=4)
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 4
+    scores = {epe_score(net, x, y) for _ in range(2)}
+    assert scores == {epe_score(plain, x, y)}  # deterministic, as if there were no dropout
+    net.train()
+    torch.manual_seed(1)
+    a = net(x)
+    torch.manual_seed(2)
+    assert not torch.equal(a, net(x))  # dropout is active again for training

@@ -201,6 +201,9 @@ def scoring_context(model: nn.Module, device: torch.device, train: bool = True) 
                     m.training = train
             else:  # a custom train() (e.g. one that freezes BatchNorm) is honoured
                 model.train(train)
+            for m in modules:  # dropout and drop-path off: random masks would make the score noisy
+                if _is_dropout(m):
+                    m.training = False
             for p, flag in flags:
                 if flag:
                     p.requires_grad_(False)
@@ -216,6 +219,15 @@ def scoring_context(model: nn.Module, device: torch.device, train: bool = True) 
                 p.requires_grad_(flag)
         for m, mode in zip(modules, modes):
             m.training = mode
+
+
+def _is_dropout(module: nn.Module) -> bool:
+    """Dropout layers, timm's DropPath/DropBlock, and modules applying a functional ``drop_rate``
+    with their own training flag (timm's classifier heads)."""
+    if isinstance(module, nn.modules.dropout._DropoutNd) or type(module).__name__ in ("DropPath", "DropBlock2d"):
+        return True
+    rate = getattr(module, "drop_rate", None)
+    return isinstance(rate, float) and rate > 0
 
 
 # ----------------------------------------------------------------------------- exact CPU pooling

@@ -45,38 +45,7 @@ def tiny_net(seed=0, classes=4):
     return NB201Space().build(NB201Space().arch(9930), num_classes=classes, C=4, N=1)
 
 
-def state_of(model):
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-        "flags": [p.requires_grad for p in model.parameters()],
-        "modes": [m.training for m in model.modules()],
-    }
-
-
-def assert_same_state(a, b):
-    assert a["state"].keys() == b["state"].keys()
-    for k in a["state"]:
-        assert torch.equal(a["state"][k], b["state"][k]), k
-    assert len(a["grads"]) == len(b["grads"])
-    for ga, gb in zip(a["grads"], b["grads"]):
-        assert (ga is None and gb is None) or torch.equal(ga, gb)
-    assert a["flags"] == b["flags"] and a["modes"] == b["modes"]
-
-
-@pytest.mark.parametrize("reference_path", [False, True])
-def test_scoring_has_no_side_effects(tiny_batch, reference_path):
-    x, y = tiny_batch
-    net = tiny_net()
-    net(x)[1].sum().backward()  # some existing grads
-    net.cells[0].requires_grad_(False)
-    net.eval()
-    net.stem.train()
-    before = state_of(net)
-    rng = torch.get_rng_state()
-    epe_score(net, x, y, reference=reference_path)
-    assert_same_state(before, state_of(net))
-    assert torch.equal(rng, torch.get_rng_state())
+# The no-side-effect rule for every score (epe with both paths) is tested in test_proxies.py.
 
 
 def test_score_is_computed_in_train_mode_whatever_the_mode(tiny_batch):

@@ -408,7 +408,8 @@ def assert_same_state(a, b):
         assert a[key] == b[key], key
 
 
-@pytest.mark.parametrize("name, options", [(n, {}) for n in available()] + [("naswot", {"mode": "official"})])
+@pytest.mark.parametrize("name, options", [(n, {}) for n in available()]
+                         + [("naswot", {"mode": "official"}), ("epe", {"reference": True})])
 def test_no_side_effects(tiny_batch, name, options):
     x, y = tiny_batch
     net = tiny_net()

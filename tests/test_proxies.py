@@ -435,3 +435,16 @@ def test_no_side_effects_when_the_forward_fails(tiny_batch, name):
     except RuntimeError as error:
         assert "boom" in str(error)
     assert_same_state(before, state_of(net))
+
+
+@pytest.mark.parametrize("family", ["resnet10t", "mobilenetv3_small_050", "test_efficientnet", "convnext_atto"])
+def test_every_score_runs_on_timm_families(family):
+    from lightning_epe.spaces import TimmSpace
+
+    torch.manual_seed(0)
+    net = TimmSpace([family]).build(family, num_classes=4)
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 4
+    for name in available():
+        value = get_score(name)(net, x, y)
+        values = value.values() if isinstance(value, dict) else [value]
+        assert all(isinstance(v, float) and not math.isnan(v) for v in values), (family, name, value)

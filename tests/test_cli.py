@@ -1,3 +1,4 @@
+import csv
 import json
 import subprocess
 import sys
@@ -100,3 +101,20 @@ def test_timm_recipe_runs_with_small_overrides(cifar_dir, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
     assert [r["candidate"] for r in records] == ["resnet18", "resnet10t"]
     assert json.loads((tmp_path / "summary.json").read_text())["trained"] in ("resnet18", "resnet10t")
+
+
+def test_benchmark_command_on_a_search_results_file(tmp_path, capsys):
+    from tests.conftest import NB201_CSV, require
+
+    truth = require(NB201_CSV)
+    results = tmp_path / "search"
+    assert main(["score", "--config", str(ROOT / "recipes/quickstart.yaml"), "--results_dir", str(results),
+                 *FAST]) == 0
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--scores", str(results / "scores.jsonl"), "--ground_truth", str(truth),
+                 "--out_dir", str(out), "--runs", "20", "--ns", "[2, 3]", "--plots", "false"]) == 0
+    rows = list(csv.DictReader(open(out / "correlations.csv")))
+    assert {r["truth"] for r in rows} >= {"cifar10_valid_acc"} and all(r["n"] == "3" for r in rows)
+    assert main(["benchmark", "--scores", str(tmp_path / "missing.csv"), "--ground_truth", str(truth),
+                 "--out_dir", str(out)]) != 0
+    assert "missing.csv" in capsys.readouterr().err

@@ -27,8 +27,7 @@ class ScoringBatches:
             raise ValueError(f"unknown batch policy {policy!r}; accepted: {', '.join(BATCH_POLICIES)}")
         if datamodule is None:
             raise ValueError("scoring needs a datamodule to draw batches from")
-        datamodule.prepare_data()
-        datamodule.setup("fit")
+        datamodule.setup("fit")  # prepare_data (downloads) is the caller's: once per node, see Workers
         self.source = type(datamodule).__name__
         self.dataset = datamodule.train_dataloader().dataset
         if not hasattr(self.dataset, "__getitem__") or not hasattr(self.dataset, "__len__"):

@@ -84,7 +84,7 @@ def _run_experiment(command: str, cfg: Namespace, parser: ArgumentParser) -> dic
         if rank_zero_only.rank != 0:  # other processes of a distributed search: rank 0 reports
             return {"best": best}
         console.print(f"[bold green]best[/]: {best['arch']} (candidate {best['candidate']}), "
-                      f"{search.score_name} score {best['score']:.4f}", soft_wrap=True)
+                      f"{search.score_label} score {best['score']:.4f}", soft_wrap=True)
         if cfg.results_dir:
             console.print(f"results in {cfg.results_dir}/")
         if command == "score":

@@ -3,13 +3,15 @@
 No Lightning here. The one entry point is :func:`run_benchmark`; the pieces are public too.
 """
 from .correlation import rank_correlations, score_ranks
+from .draws import draw_series, draws_table
 from .ground_truth import NATS_COLUMNS, load_csv_ground_truth, load_ground_truth, load_nats_ground_truth
 from .runner import run_benchmark
 from .simulation import PAPER_COLUMNS, PAPER_TABLE, expected_random_search, simulate_random_search
 from .tables import Table, join, read_csv_table, read_jsonl_scores, read_scores
 
 __all__ = [
-    "NATS_COLUMNS", "PAPER_COLUMNS", "PAPER_TABLE", "Table", "expected_random_search", "join",
+    "NATS_COLUMNS", "PAPER_COLUMNS", "PAPER_TABLE", "Table", "draw_series", "draws_table", "expected_random_search",
+    "join",
     "load_csv_ground_truth", "load_ground_truth", "load_nats_ground_truth", "rank_correlations",
     "read_csv_table", "read_jsonl_scores", "read_scores", "run_benchmark", "score_ranks",
     "simulate_random_search",

@@ -84,14 +84,44 @@ def search_markdown(rows: Sequence[dict], score: str) -> str:
     return "\n".join(lines)
 
 
-def markdown_report(correlations: Sequence[dict], search: Sequence[dict], meta: dict) -> str:
+def _draw_groups(rows: Sequence[dict]) -> tuple[list[str], dict[tuple, dict[str, dict]]]:
+    """The truth columns, and the k-table rows grouped by (score, over, cells, k, rule) -> truth -> row."""
+    truths = list(dict.fromkeys(r["truth"] for r in rows))
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        groups.setdefault((r["score"], r["over"], r["cells"], r["k"], r["rule"]), {})[r["truth"]] = r
+    return truths, groups
+
+
+def draws_markdown(rows: Sequence[dict]) -> str:
+    """The k-table: one line per (score, over, cells, k, rule), tau / rho per ground-truth column."""
+    truths, groups = _draw_groups(rows)
+    header = ["score", "over", "cells", "k", "rule"] + [f"{_label(t)} tau / rho" for t in truths]
+    header += ["s per cell", "cost vs k=1"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (score, over, cells, k, rule), by_truth in groups.items():
+        first = next(iter(by_truth.values()))
+        cells_text = [score, over, str(cells), str(k), rule]
+        cells_text += [f"{_fmt(by_truth[t]['tau'])} / {_fmt(by_truth[t]['rho'])}" for t in truths]
+        cells_text += [_fmt(first["seconds_per_cell"], 2), _fmt(first["cost_vs_k1"], 2)]
+        lines.append("| " + " | ".join(cells_text) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(correlations: Sequence[dict], search: Sequence[dict], meta: dict,
+                    draws: Sequence[dict] = ()) -> str:
     """The whole report as Markdown (what ``report.md`` holds)."""
     parts = ["# Benchmark report", "",
              f"Scores: `{meta.get('scores')}`; ground truth: `{meta.get('ground_truth')}`; "
              f"{meta.get('cells')} cells joined by {meta.get('key')}.", ""]
     for note in meta.get("notes", []):
         parts.append(f"- {note}")
-    parts += ["", "## Rank correlations", "", correlation_markdown(correlations), ""]
+    if correlations:
+        parts += ["", "## Rank correlations", "", correlation_markdown(correlations), ""]
+    if draws:
+        parts += ["", "## Draws (k-table)", "",
+                  "Each candidate scored k times (over batches, initialisations or both) and the draws "
+                  "combined by the rule; every k of a block on the same cells.", "", draws_markdown(draws), ""]
     if search:
         runs = search[0]["runs"]
         parts += ["## Random search (simulated)", "",
@@ -115,7 +145,8 @@ def print_report(correlations: Sequence[dict], search: Sequence[dict], meta: dic
         table.add_column(name, justify="left" if name in {"score", "ground truth"} else "right")
     for r in correlations:
         table.add_row(r["score"], r["truth"], _fmt(r["tau"]), _fmt(r["rho"]), str(r["n"]), str(r["n_nan"]))
-    console.print(table)
+    if correlations:
+        console.print(table)
     for note in meta.get("notes", []):
         console.print(f"[yellow]note:[/] {note}")
     for score in dict.fromkeys(r["score"] for r in search):
@@ -136,6 +167,23 @@ def print_report(correlations: Sequence[dict], search: Sequence[dict], meta: dic
                 cells.append(text)
             t.add_row(str(n), *cells)
         console.print(t)
+
+
+def print_draws(rows: Sequence[dict], console=None) -> None:
+    """The k-table in the terminal (the first ground-truth column)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    truths, groups = _draw_groups(rows)
+    table = Table(title=f"Draws: rank correlations with {_label(truths[0])}")
+    for name in ("score", "over", "cells", "k", "rule", "tau-b", "rho", "s per cell", "cost vs k=1"):
+        table.add_column(name, justify="left" if name in {"score", "over", "rule"} else "right")
+    for (score, over, cells, k, rule), by_truth in groups.items():
+        r = by_truth[truths[0]]
+        table.add_row(score, over, str(cells), str(k), rule, _fmt(r["tau"]), _fmt(r["rho"]),
+                      _fmt(r["seconds_per_cell"], 2), _fmt(r["cost_vs_k1"], 2))
+    console.print(table)
 
 
 def _figure(width: float, height: float):

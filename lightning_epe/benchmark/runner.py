@@ -5,8 +5,10 @@ import re
 from pathlib import Path
 
 from .correlation import rank_correlations
+from .draws import SECONDS_COLUMNS, draw_series, draws_table
 from .ground_truth import load_ground_truth
-from .report import MATPLOTLIB_MISSING, markdown_report, plot_scatter, plot_search, print_report, write_csv
+from .report import (MATPLOTLIB_MISSING, markdown_report, plot_scatter, plot_search, print_draws, print_report,
+                     write_csv)
 from .simulation import simulate_random_search
 from .tables import join, read_scores
 
@@ -18,7 +20,8 @@ def _safe(name: str) -> str:
 def run_benchmark(scores: str, ground_truth: str, out_dir: str, score_columns: list[str] | None = None,
                   truth_columns: list[str] | None = None, runs: int = 500,
                   ns: list[int] = [10, 100, 500, 1000], seed: int = 0, plots: bool = True,
-                  prefix: str = "") -> dict:
+                  prefix: str = "", draws_ks: list[int] = [1, 2, 4, 8],
+                  draws_rules: list[str] = ["mean", "median", "rank"]) -> dict:
     """Benchmark training-free scores against NAS-Bench-201 ground truth.
 
     Joins the score table to the ground truth (by NB201 index, else by arch string), computes
@@ -26,6 +29,11 @@ def run_benchmark(scores: str, ground_truth: str, out_dir: str, score_columns: l
     random search, prints rich tables and writes ``{prefix}report.md``, ``{prefix}correlations.csv``,
     ``{prefix}search.csv`` and, with ``plots``, ``{prefix}scatter_<score>.png`` and
     ``{prefix}search_<score>.png`` into ``out_dir``. NaN scores are kept, ranked last and counted.
+
+    Per-draw columns (``<score>@b<j>``, ``@i<j>``, ``@d<j>``; see ``lightning_epe.benchmark.draws``)
+    are not benchmarked one by one: they make the k-table (``{prefix}draws.csv`` and a report
+    section): tau/rho of k draws over batches, inits and both, combined by each rule, and the
+    seconds per cell each k costs (from ``seconds_build``/``seconds_score`` when present).
 
     Args:
         scores: score table: a CSV with an ``index`` (NB201 index) or ``arch_str`` column plus score
@@ -41,9 +49,12 @@ def run_benchmark(scores: str, ground_truth: str, out_dir: str, score_columns: l
         seed: seed of the simulated draws.
         plots: write PNG plots (needs matplotlib; skipped with an install hint when missing).
         prefix: prefix of every file written (e.g. ``"nb201_cifar10_"``).
+        draws_ks: numbers of draws in the k-table.
+        draws_rules: combination rules in the k-table (``mean``, ``median``, ``rank``).
 
     Returns:
-        ``{"correlations": [...], "search": [...], "files": [...], "cells", "key", "notes"}``; each
+        ``{"correlations": [...], "search": [...], "draws": [...], "files": [...], "cells", "key",
+        "notes"}``; each
         correlation row has ``score, truth, tau, rho, n, n_nan, n_truth_nan``; each search row
         ``score, n, column, mean, std, expected_mean, expected_std, best, paper_mean, paper_std,
         runs, all_nan_runs``.
@@ -52,6 +63,10 @@ def run_benchmark(scores: str, ground_truth: str, out_dir: str, score_columns: l
     truth_table = load_ground_truth(ground_truth, truth_columns)
     joined = join(score_table, truth_table)
     notes = list(joined.notes)
+    draw_columns = {c for names in draw_series(list(joined.scores)).values() for c in names}
+    draw_columns |= {c for c in SECONDS_COLUMNS if c in joined.scores} if draw_columns else set()
+    per_draw = {c: joined.scores.pop(c) for c in list(joined.scores) if c in draw_columns}
+    draws = draws_table(per_draw, joined.truth, joined.has_value, ks=draws_ks, rules=draws_rules) if per_draw else []
     correlations, search = [], []
     for name, values in joined.scores.items():
         n_nan = int((values != values).sum())
@@ -64,6 +79,8 @@ def run_benchmark(scores: str, ground_truth: str, out_dir: str, score_columns: l
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [write_csv(out / f"{prefix}correlations.csv", correlations), write_csv(out / f"{prefix}search.csv", search)]
+    if draws:
+        files.append(write_csv(out / f"{prefix}draws.csv", draws))
     plot_files = []
     if plots:
         try:
@@ -78,8 +95,10 @@ def run_benchmark(scores: str, ground_truth: str, out_dir: str, score_columns: l
     meta = {"scores": str(scores), "ground_truth": str(ground_truth), "cells": len(joined.arch_str),
             "key": joined.key, "notes": notes, "plots": [str(p) for p in plot_files]}
     report = out / f"{prefix}report.md"
-    report.write_text(markdown_report(correlations, search, meta) + "\n")
+    report.write_text(markdown_report(correlations, search, meta, draws) + "\n")
     files += [report] + plot_files
     print_report(correlations, search, meta)
-    return {"correlations": correlations, "search": search, "files": [str(f) for f in files],
+    if draws:
+        print_draws(draws)
+    return {"correlations": correlations, "search": search, "draws": draws, "files": [str(f) for f in files],
             "cells": len(joined.arch_str), "key": joined.key, "notes": notes}

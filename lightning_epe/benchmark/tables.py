@@ -21,13 +21,18 @@ ID_COLUMNS = frozenset({"index", "arch_str", "arch", "candidate", "naslib_ops", 
 
 @dataclass
 class Table:
-    """Cells (rows) with ``index`` (int, -1 if unknown), ``arch_str`` ("" if unknown) and float columns."""
+    """Cells (rows) with ``index`` (int, -1 if unknown), ``arch_str`` ("" if unknown) and float columns.
+
+    ``present`` tells, for columns with empty cells, which rows hold a value (an empty cell and a
+    ``nan`` both read as NaN: "not computed" and "computed, undefined" differ only here).
+    """
 
     index: np.ndarray
     arch_str: list[str]
     columns: dict[str, np.ndarray]
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    present: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.arch_str)
@@ -35,7 +40,8 @@ class Table:
     def select(self, rows: np.ndarray) -> "Table":
         rows = np.asarray(rows, dtype=np.int64)
         return Table(self.index[rows], [self.arch_str[i] for i in rows],
-                     {k: v[rows] for k, v in self.columns.items()}, self.source, list(self.notes))
+                     {k: v[rows] for k, v in self.columns.items()}, self.source, list(self.notes),
+                     {k: v[rows] for k, v in self.present.items()})
 
 
 def _to_float(text) -> float:
@@ -91,15 +97,18 @@ def read_csv_table(path: str | Path, columns: Sequence[str] | None = None) -> Ta
         missing = [c for c in columns if c not in header]
         if missing:
             raise ValueError(f"{path}: column(s) {missing} not found; available: {header}")
-    values = {}
+    values, present = {}, {}
     for c in columns:
         try:
             values[c] = np.array([_to_float(r.get(c)) for r in rows], dtype=np.float64)
         except ValueError as exc:
             raise ValueError(f"{path}: column {c!r} holds a value that is not a number ({exc})") from None
+        filled = np.array([(r.get(c) or "").strip() != "" for r in rows], dtype=bool)
+        if not filled.all():
+            present[c] = filled
     index = np.array([_parse_index(r.get("index")) for r in rows], dtype=np.int64)
     arch = [(r.get("arch_str") or "").strip() for r in rows]
-    return Table(index, arch, values, source=str(path))
+    return Table(index, arch, values, source=str(path), present=present)
 
 
 def read_jsonl_scores(path: str | Path) -> Table:
@@ -168,6 +177,11 @@ class Joined:
     unmatched: int
     duplicates: int
     notes: list[str]
+    present: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def has_value(self, column: str) -> np.ndarray:
+        """Rows where ``column`` holds a value (NaN included), as opposed to an empty cell."""
+        return self.present.get(column, np.ones(len(self.arch_str), dtype=bool))
 
 
 def join(scores: Table, truth: Table) -> Joined:
@@ -225,4 +239,5 @@ def join(scores: Table, truth: Table) -> Joined:
     arch = [truth.arch_str[t] or scores.arch_str[s] for s, t in zip(score_rows, truth_rows)]
     index = np.where(truth.index[t_rows] >= 0, truth.index[t_rows], scores.index[s_rows])
     return Joined(index, arch, {k: v[s_rows] for k, v in scores.columns.items()},
-                  {k: v[t_rows] for k, v in truth.columns.items()}, key, unmatched, duplicates, notes)
+                  {k: v[t_rows] for k, v in truth.columns.items()}, key, unmatched, duplicates, notes,
+                  {k: v[s_rows] for k, v in scores.present.items()})

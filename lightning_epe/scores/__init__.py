@@ -1,5 +1,6 @@
 """Training-free scores: pure functions ``(model, inputs, targets, **options) -> float``."""
 from .ensemble import DEFAULT_MEMBERS, ensemble_scores, rank_ensemble
+from .draws import Draws, draw_seed, rank_draws, reinitialising, score_draws, seeded
 from .epe import epe_score
 from .gradient_proxies import grad_norm_score, snip_score
 from .jacob_cov import jacob_cov_score
@@ -19,7 +20,8 @@ register_score("flops", needs_labels=False, data_dependent=False)(flops_score)
 register_score("ensemble", needs_labels=True, data_dependent=True, combine=rank_ensemble)(ensemble_scores)
 
 __all__ = [
-    "DEFAULT_MEMBERS", "ScoreInfo", "available", "ensemble_scores", "rank_ensemble", "epe_score", "flops_score", "get_score", "grad_norm_score",
+    "DEFAULT_MEMBERS", "Draws", "ScoreInfo", "available", "draw_seed", "rank_draws", "reinitialising",
+    "score_draws", "seeded", "ensemble_scores", "rank_ensemble", "epe_score", "flops_score", "get_score", "grad_norm_score",
     "jacob_cov_score", "naswot_score", "params_score", "register_score", "score_info",
     "snip_score", "synflow_score",
 ]

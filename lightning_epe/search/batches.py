@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import default_collate
 
 from ..scores._common import check_batch
+from ..scores.draws import draw_seed
 
 BATCH_POLICIES = ("fixed", "fresh")
 
@@ -15,6 +16,9 @@ class ScoringBatches:
     ``fixed``: the same batch for every candidate (drawn once, moved to the device once).
     ``fresh``: a new batch, with the training augmentation, for every trial, as the official
     search; trial ``t`` always gets the same batch, so a resumed search sees what a whole run saw.
+    With draws over batches, draw ``j`` of a trial gets batch ``j`` of the same policy: under
+    ``fixed`` the same k batches for every candidate (kept on the device), under ``fresh`` k new
+    ones per trial. Draw 0 is always the batch a plain score uses.
 
     Every batch is checked (at least 2 samples, finite float inputs, integer labels of shape (B,)
     in ``0..num_classes - 1``); a bad batch raises a ``ValueError``/``TypeError`` naming the data
@@ -40,18 +44,20 @@ class ScoringBatches:
                              "needs at least 2 (correlations between samples)")
         self.batch_size = min(self.batch_size, len(self.dataset))
         self.policy, self.seed, self.device, self.num_classes = policy, seed, device, num_classes
-        first = self._draw(0)  # checks the data before any candidate is built
-        self._fixed = first if policy == "fixed" else None
+        self._fixed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        first = self._draw(0, 0)  # checks the data before any candidate is built
+        if policy == "fixed":
+            self._fixed[0] = first
 
-    def _draw(self, trial: int) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(self.seed * 1_000_003 + trial)  # CPU only, restored
+    def _draw(self, trial: int, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.random.fork_rng(devices=[]):  # CPU only, restored
+            torch.random.default_generator.manual_seed(draw_seed(self.seed * 1_000_003 + trial, draw))
             indices = torch.randperm(len(self.dataset))[: self.batch_size].tolist()
             inputs, targets = default_collate([self.dataset[i] for i in indices])[:2]
-        return self._check(inputs, torch.as_tensor(targets), trial)
+        return self._check(inputs, torch.as_tensor(targets), trial, draw)
 
-    def _check(self, inputs, targets, trial: int) -> tuple[torch.Tensor, torch.Tensor]:
-        where = f"the scoring batch of trial {trial} from {self.source}"
+    def _check(self, inputs, targets, trial: int, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        where = f"the scoring batch of trial {trial}{f' (draw {draw})' if draw else ''} from {self.source}"
         try:
             inputs, targets = check_batch(inputs, targets)
         except (TypeError, ValueError) as err:
@@ -64,5 +70,9 @@ class ScoringBatches:
             )
         return inputs.to(self.device), targets.to(self.device)
 
-    def __call__(self, trial: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._fixed if self._fixed is not None else self._draw(trial)
+    def __call__(self, trial: int, draw: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.policy == "fresh":
+            return self._draw(trial, draw)
+        if draw not in self._fixed:
+            self._fixed[draw] = self._draw(0, draw)
+        return self._fixed[draw]

@@ -12,20 +12,22 @@ progress_console = Console(stderr=True)  # the live bar goes to stderr
 
 
 @contextmanager
-def search_progress(total: int, done: int, enabled: bool = True):
-    """A progress bar; yields ``update(best_text)`` to call after each trial."""
+def search_progress(total: int, done: int, enabled: bool = True, draws: int = 1):
+    """A progress bar over ``total`` candidates of ``draws`` draws each; yields ``update(best_text)``
+    to call after each candidate. With several draws the bar counts draws."""
     progress = Progress(
-        TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("[bold]scoring" + (f" x{draws}" if draws > 1 else "")), BarColumn(),
+        MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         TextColumn("best {task.fields[best]}"), console=progress_console, disable=not enabled,
     )
     with progress:
-        task = progress.add_task("scoring", total=total, completed=done, rate="", best="-")
+        task = progress.add_task("scoring", total=total * draws, completed=done * draws, rate="", best="-")
 
         def update(best: str) -> None:
-            progress.advance(task)
+            progress.advance(task, draws)
             speed = progress.tasks[0].speed
-            progress.update(task, best=best, rate=f"{speed:.2f} cand/s" if speed else "")
+            progress.update(task, best=best, rate=f"{speed / draws:.2f} cand/s" if speed else "")
 
         yield update
 

@@ -1,7 +1,6 @@
 """ArchitectureSearch: score candidates of a space, rank them, hand the best to a Lightning Trainer."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -11,6 +10,7 @@ from typing import Hashable
 import torch
 
 from ..scores import score_info
+from ..scores.draws import Draws, rank_draws, score_draws
 from ..spaces import CandidateSpace, NB201Space
 from .batches import ScoringBatches
 from .distributed import Workers
@@ -51,6 +51,9 @@ class ArchitectureSearch:
         num_classes: classes of the networks (default: the datamodule's ``num_classes``).
         build_options: extra keyword arguments for ``space.build`` (e.g. ``{"C": 16, "N": 5}``).
         score_options: extra keyword arguments for the score (e.g. ``{"class_count": "true"}``).
+        draws: score each candidate k times, over batches, initialisations or both, and combine
+            the draws (``Draws(k=4, over="batches", combine="mean")``; YAML ``draws: {k: 4}``).
+            Default: one draw, the plain score.
         population: evolution's population size.
         sample_size: evolution's tournament size.
         results_dir: directory of ``scores.jsonl``/``summary.json``/``config.json``; rerunning with
@@ -75,6 +78,7 @@ class ArchitectureSearch:
         num_classes: int | None = None,
         build_options: dict | None = None,
         score_options: dict | None = None,
+        draws: Draws = Draws(),
         population: int = 20,
         sample_size: int = 5,
         results_dir: str | None = None,
@@ -84,13 +88,16 @@ class ArchitectureSearch:
         self.space = space if space is not None else NB201Space()
         self.score_name = score
         self.score_info = score_info(score)
-        self.score_fn = self.score_info.fn
         make_strategy(strategy, self.space, budget, seed, population, sample_size)  # validate early
         self.strategy, self.budget, self.seed = strategy, budget, seed
         self.batch_policy, self.batch_size = batch_policy, batch_size
         self.accelerator, self.num_classes = accelerator, num_classes
         self.devices, self.num_nodes, self.distributed_strategy = devices, num_nodes, distributed_strategy
         self.build_options, self.score_options = dict(build_options or {}), dict(score_options or {})
+        self.draws = Draws.of(draws)
+        if self.draws.relative and self.score_info.relative:
+            raise ValueError(f"draws combine='rank' cannot rank {score!r}, which already ranks candidates: "
+                             "combine its draws with 'mean' or 'median'")
         self.population, self.sample_size = population, sample_size
         self.results_dir, self.force, self.progress = results_dir, force, progress
         self.result: SearchResult | None = None
@@ -104,7 +111,20 @@ class ArchitectureSearch:
             "build_options": self.build_options, "score_options": self.score_options,
             "population": self.population, "sample_size": self.sample_size,
             "data": None if datamodule is None else type(datamodule).__name__,
+            **({"draws": dataclasses.asdict(self.draws)} if self.draws.k > 1 else {}),
         }
+
+    @property
+    def score_label(self) -> str:
+        """The score's name, and how its draws are combined when there are several."""
+        if self.draws.k == 1 and not self.draws.relative:
+            return self.score_name
+        return f"{self.score_name} ({self.draws.combine} of {self.draws.k} draws over {self.draws.over})"
+
+    @property
+    def relative(self) -> bool:
+        """Scores are ranks among the candidates so far (a rank ensemble, or draws combined by rank)."""
+        return self.score_info.relative or self.draws.relative
 
     def build_options_for(self, datamodule) -> dict:
         """``build_options`` plus the data's ``in_channels`` (unless set explicitly)."""
@@ -122,22 +142,23 @@ class ArchitectureSearch:
         record = {"trial": trial, "candidate": candidate, "arch": self.describe(candidate),
                   "seed": self.candidate_seed(trial), "score": None, "error": None}
         start = time.perf_counter()
-        inputs, targets = batches(trial)  # a bad batch is the data's fault: it stops the search
-        model, out_of_memory = None, False
+        # a bad batch is the data's fault: it stops the search
+        draw_batches = [batches(trial, j) for j in range(self.draws.num_batches)]
+        out_of_memory = False
         try:
-            with _seeded(record["seed"], device):
-                model = self.space.build(candidate, num_classes=num_classes, **build_options)
-            model.to(device)
-            value = self.score_fn(model, inputs, targets, **self.score_options)
+            values = score_draws(
+                lambda: self.space.build(candidate, num_classes=num_classes, **build_options), draw_batches,
+                self.draws, score=self.score_name, seed=record["seed"], device=device, **self.score_options)
+            if self.draws.k > 1 or self.draws.relative:
+                record["draws"] = [_finite_values(v) for v in values]
             if self.score_info.relative:  # member scores; the ensemble value is a rank among candidates
-                record["scores"] = {name: _finite(v) for name, v in value.items()}
-            else:
-                record["score"] = _finite(value)
+                record["scores"] = _finite_values(self.draws.combine_values(values))
+            elif not self.draws.relative:  # (draws combined by rank are ranked among candidates)
+                record["score"] = _finite(self.draws.combine_values(values))
         except Exception as err:  # a failing candidate is recorded and the search goes on
             record["error"] = f"{type(err).__name__}: {err}"
             record["traceback"] = traceback.format_exc(limit=-3)  # the innermost frames: where it failed
             out_of_memory = isinstance(err, torch.OutOfMemoryError)
-        del model  # (the exception and its frames are gone too, so the cache can really be emptied)
         if out_of_memory and device.type == "cuda":
             torch.cuda.empty_cache()
         record["seconds"] = round(time.perf_counter() - start, 4)
@@ -177,7 +198,8 @@ class ArchitectureSearch:
         started = time.perf_counter()
         best = best_record(store.records.values()) if store is not None else None
         try:
-            with search_progress(total, done, enabled=self.progress and workers.is_main) as update:
+            with search_progress(total, done, enabled=self.progress and workers.is_main,
+                                 draws=self.draws.k) as update:
                 while round_ := self._ask_round(strategy, len(records), world):
                     mine = []
                     for trial, candidate in round_[workers.rank::world]:
@@ -186,7 +208,7 @@ class ArchitectureSearch:
                                                                    build_options))
                     gathered = sorted(workers.gather(mine), key=lambda r: r["trial"])
                     records.extend(gathered)
-                    if self.score_info.relative:  # provisional ranks among the candidates so far
+                    if self.relative:  # provisional ranks among the candidates so far
                         self._rank(records)
                         best = best_record(records)
                     for record in gathered:
@@ -216,11 +238,14 @@ class ArchitectureSearch:
         return self.result
 
     def _rank(self, records: list[dict]) -> None:
-        """Set each scored record's ``score`` to its ensemble value among ``records`` (relative scores)."""
-        scored = [r for r in records if r.get("scores") is not None and r.get("error") is None]
-        members = self.score_options.get("members", None)
-        table = [r["scores"] for r in scored]
-        values = self.score_info.combine(table, members) if members else self.score_info.combine(table)
+        """Set each scored record's ``score`` to its value among ``records`` (relative scores)."""
+        scored = [r for r in records if r.get("error") is None]
+        if self.draws.relative:
+            values = rank_draws([r["draws"] for r in scored])
+        else:
+            members = self.score_options.get("members", None)
+            table = [r["scores"] for r in scored]
+            values = self.score_info.combine(table, members) if members else self.score_info.combine(table)
         for record, value in zip(scored, values):
             record["score"] = _finite(value)
 
@@ -280,27 +305,15 @@ class ArchitectureSearch:
         return metrics
 
 
-@contextlib.contextmanager
-def _seeded(seed: int, device: torch.device):
-    """Seed the RNG a network is initialised from; every global RNG state is restored on exit.
-
-    On CPU only the CPU generator is seeded (``torch.manual_seed`` would also queue a seed for
-    every CUDA device, which ``fork_rng`` would not undo); on CUDA all devices are forked.
-    """
-    if device.type == "cuda":
-        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
-            torch.manual_seed(seed)
-            yield
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(seed)
-            yield
-
-
 def _finite(value) -> float | None:
     """A float score, or None for NaN/inf (undefined: ranked last)."""
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _finite_values(value):
+    """``_finite`` of a score, or of each member score of an ensemble (a dict)."""
+    return {name: _finite(v) for name, v in value.items()} if isinstance(value, dict) else _finite(value)
 
 
 def _jsonable(candidate):

@@ -1,0 +1,186 @@
+"""EPE over several batches and initialisations of the committed NB201 cells (the draws benchmark).
+
+Writes one row per cell with the per-draw scores that ``lightning-epe benchmark`` turns into the
+k-table (tau/rho for k in 1, 2, 4, 8 draws over batches, inits and both, combined by mean, median
+and rank) and the ``epe_k4`` column of docs/benchmarks/nb201_cifar10.csv. The draws are those of
+``lightning_epe.scores.score_draws`` (the test suite recomputes committed rows with it):
+
+* cells: the committed sample (``nb201_table.sample_cells``), seed = NB201 index, C=16, N=5,
+  10 classes, train mode, ``epe_score`` default path, class_count "official";
+* batch j (j = 0..7): 128 rows of ``cifar10_sample.npz`` starting at row 128 * (j + 1), taken
+  modulo 1,000 (batches 0..3 are rows 128-639; 6 and 7 wrap around to the first rows);
+* ``epe@b<j>``: initialisation 0 on batch j (draws over batches);
+* ``epe@i<j>``: initialisation j (``draw_seed(index, j)``) on batch 0 (draws over inits);
+* ``epe@d<j>``: initialisation j on batch j (draws over both); draw 0 of every kind is ``epe@b0``;
+* ``seconds_build`` / ``seconds_score``: median seconds to build one network / score one draw.
+
+Every cell gets batches 0..``--batches``-1; the first ``--full-cells`` cells of the sample get
+all 8 batches, 8 inits and 8 paired draws. The other cells are scored first, so the committed
+epe_k4 column is complete before the k = 8 subset. Resumable and shardable like nb201_table.py::
+
+    python bench/nb201_draws.py --out docs/benchmarks/nb201_cifar10_draws.csv --shard 0/2 &
+    python bench/nb201_draws.py --out docs/benchmarks/nb201_cifar10_draws.csv --shard 1/2
+    python bench/nb201_draws.py k4 --draws docs/benchmarks/nb201_cifar10_draws.csv \
+        --table docs/benchmarks/nb201_cifar10.csv --combine mean   # adds/updates epe_k4
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+from lightning_epe.scores import Draws, draw_seed, epe_score, seeded
+from lightning_epe.spaces import NB201Space
+from nb201_table import MEAN, STD, done_indices, sample_cells
+
+MAX_DRAWS = 8
+ROWS = 128
+
+
+def load_batches(path: str, count: int = MAX_DRAWS) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Batch j: rows 128 * (j + 1) ... + 127 of the sample, modulo its length, CIFAR-10 normalised."""
+    data = np.load(path)
+    n = len(data["y"])
+    mean = torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1)
+    batches = []
+    for j in range(count):
+        rows = (ROWS * (j + 1) + np.arange(ROWS)) % n
+        x = torch.from_numpy(data["x"][rows]).permute(0, 3, 1, 2).float().div(255.0)
+        batches.append((((x - mean) / std).contiguous(), torch.from_numpy(data["y"][rows]).to(torch.int64)))
+    return batches
+
+
+def columns(batches: int) -> list[str]:
+    full = [f"epe@b{j}" for j in range(MAX_DRAWS)]
+    full += [f"epe@{kind}{j}" for kind in "id" for j in range(1, MAX_DRAWS)]
+    assert batches <= MAX_DRAWS
+    return ["index", "arch_str", "seed"] + full + ["seconds_build", "seconds_score"]
+
+
+def score_cell(space: NB201Space, index: int, batches, num_batches: int, full: bool) -> dict:
+    build_s, score_s, row = [], [], {}
+
+    def build(init: int):
+        start = time.perf_counter()
+        with seeded(draw_seed(index, init)):
+            model = space.build(index, num_classes=10, C=16, N=5)
+        model.train()
+        build_s.append(time.perf_counter() - start)
+        return model
+
+    def score(model, j: int) -> float:
+        start = time.perf_counter()
+        value = epe_score(model, *batches[j])
+        score_s.append(time.perf_counter() - start)
+        return value
+
+    model = build(0)
+    for j in range(MAX_DRAWS if full else num_batches):
+        row[f"epe@b{j}"] = score(model, j)
+    if full:
+        for init in range(1, MAX_DRAWS):
+            model = build(init)
+            row[f"epe@i{init}"] = score(model, 0)
+            row[f"epe@d{init}"] = score(model, init)
+    row["seconds_build"] = statistics.median(build_s)
+    row["seconds_score"] = statistics.median(score_s)
+    return row
+
+
+def _fmt(value) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def add_k4(argv: list[str]) -> int:
+    """Add (or replace) the ``epe_k4`` column of the committed table: draws b0..b3 combined."""
+    p = argparse.ArgumentParser(prog="nb201_draws.py k4")
+    p.add_argument("--draws", default="docs/benchmarks/nb201_cifar10_draws.csv")
+    p.add_argument("--table", default="docs/benchmarks/nb201_cifar10.csv")
+    p.add_argument("--combine", choices=("mean", "median", "rank"), default="mean")
+    args = p.parse_args(argv)
+    with open(args.draws, newline="") as f:
+        draws = {int(r["index"]): [float(r[f"epe@b{j}"] or "nan") for j in range(4)] for r in csv.DictReader(f)}
+    with open(args.table, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = [c for c in reader.fieldnames if c != "epe_k4"] + ["epe_k4"]
+        rows = list(reader)
+    missing = [r["index"] for r in rows if int(r["index"]) not in draws]
+    if missing:
+        print(f"{len(missing)} cells of {args.table} have no draws in {args.draws} (first: {missing[:5]})")
+        return 1
+    rule = Draws(k=4, over="batches", combine=args.combine)
+    if rule.relative:
+        from lightning_epe.scores import rank_draws
+
+        values = rank_draws([draws[int(r["index"])] for r in rows])
+    else:
+        values = [rule.combine_values(draws[int(r["index"])]) for r in rows]
+    for row, value in zip(rows, values):
+        row["epe_k4"] = repr(float(value))
+    tmp = args.table + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, args.table)
+    print(f"epe_k4 ({args.combine} of draws b0..b3) written for {len(rows)} cells of {args.table}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["k4"]:
+        return add_k4(argv[1:])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="docs/benchmarks/nb201_cifar10_draws.csv")
+    p.add_argument("--cells", type=int, default=1000)
+    p.add_argument("--sample-seed", type=int, default=0)
+    p.add_argument("--full-cells", type=int, default=200, help="cells (a prefix of the sample) with all 22 draws")
+    p.add_argument("--batches", type=int, default=4, help="batch draws for the other cells")
+    p.add_argument("--data", default="../shared/data/cifar10/cifar10_sample.npz")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--shard", default="0/1", help="K/N: the cells at positions = K mod N (see nb201_table.py)")
+    args = p.parse_args(argv)
+    shard, shards = (int(v) for v in args.shard.split("/"))
+    if not 0 <= shard < shards:
+        p.error(f"--shard must be K/N with 0 <= K < N, got {args.shard!r}")
+    torch.set_num_threads(args.threads)
+    batches = load_batches(args.data)
+    space = NB201Space()
+    sample = sample_cells(args.cells, args.sample_seed)
+    full = set(sample[: args.full_cells])
+    done = done_indices(args.out)
+    order = sample[args.full_cells:] + sample[: args.full_cells]  # epe_k4 (every cell) first
+    todo = [i for i in order if i not in done and sample.index(i) % shards == shard]
+    print(f"{args.out}: {len(done)} cells done, {len(todo)} to go in shard {args.shard}", flush=True)
+    fields = columns(args.batches)
+    new_file = not os.path.exists(args.out) or os.path.getsize(args.out) == 0
+    start = time.perf_counter()
+    with open(args.out, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+        if new_file:
+            writer.writeheader()
+            f.flush()
+        for n, index in enumerate(todo, start=1):
+            row = score_cell(space, index, batches, args.batches, index in full)
+            writer.writerow({"index": index, "arch_str": space.arch(index), "seed": index,
+                             **{k: _fmt(row.get(k)) for k in fields[3:]}})
+            f.flush()
+            os.fsync(f.fileno())
+            elapsed = time.perf_counter() - start
+            b0 = row["epe@b0"]
+            print(f"[{n}/{len(todo)}] index {index} epe@b0={b0 if math.isfinite(b0) else b0} "
+                  f"({elapsed:.0f}s, ETA {elapsed / n * (len(todo) - n):.0f}s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

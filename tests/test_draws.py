@@ -17,7 +17,7 @@ from lightning_epe.cli import main
 from lightning_epe.scores import Draws, draw_seed, epe_score, rank_draws, reinitialising, score_draws, seeded
 from lightning_epe.search import ArchitectureSearch
 from lightning_epe.spaces import NB201Space
-from tests.conftest import CIFAR10_SAMPLE, TinyDataModule, require
+from tests.conftest import CIFAR10_SAMPLE, require
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
@@ -61,9 +61,13 @@ def test_draws_from_dict_int_and_none():
 
 
 def test_which_batch_and_init_each_draw_uses():
-    assert [(Draws(3, "batches").batch_of(j), Draws(3, "batches").init_of(j)) for j in range(3)] == [(0, 0), (1, 0), (2, 0)]
-    assert [(Draws(3, "inits").batch_of(j), Draws(3, "inits").init_of(j)) for j in range(3)] == [(0, 0), (0, 1), (0, 2)]
-    assert [(Draws(3, "both").batch_of(j), Draws(3, "both").init_of(j)) for j in range(3)] == [(0, 0), (1, 1), (2, 2)]
+    def plan(over):
+        draws = Draws(3, over)
+        return [(draws.batch_of(j), draws.init_of(j)) for j in range(3)]
+
+    assert plan("batches") == [(0, 0), (1, 0), (2, 0)]
+    assert plan("inits") == [(0, 0), (0, 1), (0, 2)]
+    assert plan("both") == [(0, 0), (1, 1), (2, 2)]
     assert (Draws(3, "batches").num_batches, Draws(3, "inits").num_batches, Draws(3, "both").num_batches) == (3, 1, 3)
 
 
@@ -173,7 +177,8 @@ def test_search_with_one_draw_is_the_plain_search(tiny_data, tmp_path):
     a = search(results_dir=str(tmp_path / "a")).run(tiny_data).records
     b = search(Draws(1), results_dir=str(tmp_path / "b")).run(tiny_data).records
     assert [r["score"] for r in a] == [r["score"] for r in b] and "draws" not in b[0]
-    assert json.loads((tmp_path / "a" / "config.json").read_text()) == json.loads((tmp_path / "b" / "config.json").read_text())
+    config = [json.loads((tmp_path / name / "config.json").read_text()) for name in ("a", "b")]
+    assert config[0] == config[1]
 
 
 @pytest.mark.parametrize("policy", ["fixed", "fresh"])
@@ -335,8 +340,10 @@ def test_draws_table_compares_every_k_on_the_same_cells():
     for j in range(4, 8):  # draws 4..7 only for the first 100 cells
         present[f"s@b{j}"] = np.arange(300) < 100
     rows = draws_table(columns, {"acc": truth}, has_value=present.__getitem__, ks=[1, 2, 4, 8])
-    blocks = {(r["over"], r["cells"]): sorted({x["k"] for x in rows if (x["over"], x["cells"]) == (r["over"], r["cells"])})
-              for r in rows}
+    blocks = {}
+    for r in rows:
+        blocks.setdefault((r["over"], r["cells"]), set()).add(r["k"])
+    blocks = {key: sorted(ks) for key, ks in blocks.items()}
     assert blocks == {("batches", 300): [1, 2, 4], ("batches", 100): [1, 2, 4, 8], ("inits", 300): [1, 2, 4]}
 
 

@@ -78,9 +78,8 @@ def run_benchmark(scores: str, ground_truth: str, out_dir: str, score_columns: l
             search.append({"score": name, **row})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = [write_csv(out / f"{prefix}correlations.csv", correlations), write_csv(out / f"{prefix}search.csv", search)]
-    if draws:
-        files.append(write_csv(out / f"{prefix}draws.csv", draws))
+    tables = {"correlations": correlations, "search": search, "draws": draws}
+    files = [write_csv(out / f"{prefix}{name}.csv", rows) for name, rows in tables.items() if rows]
     plot_files = []
     if plots:
         try:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .ensemble import average_ranks
 from .registry import score_info
 
 OVER = ("batches", "inits", "both")
@@ -122,16 +123,6 @@ def rank_draws(table: Sequence[Sequence[float | None]]) -> list[float]:
     counts = np.isfinite(ranks).sum(axis=1)
     totals = np.nansum(ranks, axis=1)
     return [float(t / c) if c else math.nan for t, c in zip(totals, counts)]
-
-
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n in ascending order of value, ties sharing their average rank."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return sums[inverse] / counts[inverse]
 
 
 def draw_seed(seed: int, init: int) -> int:

@@ -55,7 +55,7 @@ def rank_ensemble(table: Sequence[Mapping[str, float | None]], members: Sequence
     for name in members:
         values = np.array([_as_float(row.get(name)) for row in table])
         values[np.isnan(values)] = -np.inf  # NaN (and a missing value) ranks worst
-        total += np.log(_average_ranks(values) / n)
+        total += np.log(average_ranks(values) / n)
     return total.tolist()
 
 
@@ -63,7 +63,7 @@ def _as_float(value) -> float:
     return math.nan if value is None else float(value)
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
+def average_ranks(values: np.ndarray) -> np.ndarray:
     """Ranks 1..n in ascending order of value, ties sharing their average rank."""
     order = np.argsort(values, kind="stable")
     ranks = np.empty(len(values))

@@ -423,3 +423,20 @@ def test_committed_epe_k4_is_the_combination_of_four_batch_draws():
             break
     else:
         pytest.fail("epe_k4 is neither the mean, the median nor the rank of draws b0..b3")
+
+
+def test_benchmark_reads_the_draws_of_a_search(tmp_path, capsys):
+    from tests.conftest import NB201_CSV
+
+    truth = require(NB201_CSV)
+    results = tmp_path / "search"
+    assert main(["score", "--config", str(ROOT / "recipes/quickstart.yaml"), "--results_dir", str(results),
+                 "--search.budget", "6", "--search.build_options", '{"C": 2, "N": 1}', "--search.batch_size", "16",
+                 "--search.progress", "false", "--search.draws.k", "2", "--search.draws.over", "inits"]) == 0
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--scores", str(results / "scores.jsonl"), "--ground_truth", str(truth),
+                 "--out_dir", str(out), "--runs", "5", "--ns", "[2]", "--plots", "false"]) == 0
+    rows = list(csv.DictReader(open(out / "draws.csv")))
+    assert {(r["score"], r["over"], r["k"]) for r in rows} >= {("score", "inits", "1"), ("score", "inits", "2")}
+    records = [json.loads(line) for line in (results / "scores.jsonl").read_text().splitlines()]
+    assert [r["n"] for r in csv.DictReader(open(out / "correlations.csv"))][0] == str(len(records))

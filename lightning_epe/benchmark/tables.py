@@ -115,12 +115,14 @@ def read_jsonl_scores(path: str | Path) -> Table:
     """Read a search's ``scores.jsonl``: one object per line with ``candidate``, ``arch``, ``score``, ``error``.
 
     A record with an ``error`` or without a finite-or-NaN ``score`` is kept with score NaN (it is
-    then counted as a NaN score, never dropped).
+    then counted as a NaN score, never dropped). A search with draws (records with a ``draws`` list)
+    also gives per-draw columns ``score@b0``, ``score@<b|i|d><j>`` for the k-table, the kind read from
+    the ``config.json`` beside the file (``draws.over``).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"score file {str(path)!r} does not exist")
-    index, arch, score = [], [], []
+    index, arch, score, draws = [], [], [], []
     errors = 0
     with path.open() as f:
         for number, line in enumerate(f, start=1):
@@ -136,6 +138,9 @@ def read_jsonl_scores(path: str | Path) -> Table:
             arch_text = record.get("arch") or (candidate if isinstance(candidate, str) and "|" in candidate else "")
             index.append(_parse_index(candidate) if not isinstance(candidate, bool) else -1)
             arch.append(str(arch_text or "").strip())
+            values = record.get("draws")
+            draws.append([_to_float(v) for v in values] if isinstance(values, list) and not record.get("error")
+                         and all(not isinstance(v, dict) for v in values) else None)
             if record.get("error"):
                 errors += 1
                 score.append(math.nan)
@@ -148,9 +153,25 @@ def read_jsonl_scores(path: str | Path) -> Table:
         raise ValueError(f"{path}: no records")
     table = Table(np.array(index, dtype=np.int64), arch, {"score": np.array(score, dtype=np.float64)},
                   source=str(path))
+    _add_draw_columns(table, draws, path.parent / "config.json")
     if errors:
         table.notes.append(f"{errors} record(s) with an error, counted as NaN scores")
     return table
+
+
+_DRAW_KIND = {"batches": "b", "inits": "i", "both": "d"}
+
+
+def _add_draw_columns(table: Table, draws: list[list[float] | None], config: Path) -> None:
+    """Per-draw columns of a search with draws; rows without draws (failed candidates) are absent."""
+    k = max((len(d) for d in draws if d), default=0)
+    if k < 2:
+        return
+    over = (json.loads(config.read_text()).get("draws") or {}).get("over", "batches") if config.is_file() else "batches"
+    names = ["score@b0"] + [f"score@{_DRAW_KIND[over]}{j}" for j in range(1, k)]
+    for j, name in enumerate(names):
+        table.columns[name] = np.array([d[j] if d and j < len(d) else math.nan for d in draws], dtype=np.float64)
+        table.present[name] = np.array([bool(d) and j < len(d) for d in draws], dtype=bool)
 
 
 def read_scores(path: str | Path, columns: Sequence[str] | None = None) -> Table:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import os
 import statistics
 import sys
@@ -44,7 +43,7 @@ import torch
 
 from lightning_epe.scores import Draws, draw_seed, epe_score, seeded
 from lightning_epe.spaces import NB201Space
-from nb201_table import MEAN, STD, done_indices, sample_cells
+from nb201_table import MEAN, STD, sample_cells
 
 MAX_DRAWS = 8
 ROWS = 128
@@ -64,41 +63,78 @@ def load_batches(path: str, count: int = MAX_DRAWS) -> list[tuple[torch.Tensor, 
     return batches
 
 
-def columns(batches: int) -> list[str]:
-    full = [f"epe@b{j}" for j in range(MAX_DRAWS)]
-    full += [f"epe@{kind}{j}" for kind in "id" for j in range(1, MAX_DRAWS)]
-    assert batches <= MAX_DRAWS
-    return ["index", "arch_str", "seed"] + full + ["seconds_build", "seconds_score"]
+def draw_columns(batches: int, inits: int) -> list[str]:
+    """``batches`` draws over batches, and ``inits`` draws over inits and over both (draw 0 is ``epe@b0``)."""
+    return ([f"epe@b{j}" for j in range(batches)]
+            + [f"epe@{kind}{j}" for kind in "id" for j in range(1, inits)])
 
 
-def score_cell(space: NB201Space, index: int, batches, num_batches: int, full: bool) -> dict:
+DRAW_COLUMNS = draw_columns(MAX_DRAWS, MAX_DRAWS)
+FIELDS = ["index", "arch_str", "seed", *DRAW_COLUMNS, "seconds_build", "seconds_score"]
+
+
+def init_and_batch(column: str) -> tuple[int, int]:
+    """The initialisation and the batch of a draw column: b<j> (0, j), i<j> (j, 0), d<j> (j, j)."""
+    kind, j = column[len("epe@")], int(column[len("epe@") + 1:])
+    return {"b": (0, j), "i": (j, 0), "d": (j, j)}[kind]
+
+
+def score_cell(space: NB201Space, index: int, batches, columns: list[str]) -> dict:
+    """The draws ``columns`` of one cell (each initialisation built once) and the median seconds."""
     build_s, score_s, row = [], [], {}
-
-    def build(init: int):
+    for init in sorted({init_and_batch(c)[0] for c in columns}):
         start = time.perf_counter()
         with seeded(draw_seed(index, init)):
             model = space.build(index, num_classes=10, C=16, N=5)
         model.train()
         build_s.append(time.perf_counter() - start)
-        return model
-
-    def score(model, j: int) -> float:
-        start = time.perf_counter()
-        value = epe_score(model, *batches[j])
-        score_s.append(time.perf_counter() - start)
-        return value
-
-    model = build(0)
-    for j in range(MAX_DRAWS if full else num_batches):
-        row[f"epe@b{j}"] = score(model, j)
-    if full:
-        for init in range(1, MAX_DRAWS):
-            model = build(init)
-            row[f"epe@i{init}"] = score(model, 0)
-            row[f"epe@d{init}"] = score(model, init)
+        for column in (c for c in columns if init_and_batch(c)[0] == init):
+            start = time.perf_counter()
+            row[column] = epe_score(model, *batches[init_and_batch(column)[1]])
+            score_s.append(time.perf_counter() - start)
     row["seconds_build"] = statistics.median(build_s)
     row["seconds_score"] = statistics.median(score_s)
     return row
+
+
+def read_rows(path: str) -> list[dict]:
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def filled_columns(rows: list[dict]) -> dict[int, set[str]]:
+    """Per cell, the draw columns some row of it holds (a cell may have several rows before ``merge``)."""
+    filled: dict[int, set[str]] = {}
+    for row in rows:
+        filled.setdefault(int(row["index"]), set()).update(c for c in DRAW_COLUMNS if row.get(c))
+    return filled
+
+
+def merge(argv: list[str]) -> int:
+    """Fold the rows of each cell into one, in sample order (after runs that added draws to scored cells)."""
+    p = argparse.ArgumentParser(prog="nb201_draws.py merge")
+    p.add_argument("--out", default="docs/benchmarks/nb201_cifar10_draws.csv")
+    p.add_argument("--cells", type=int, default=1000)
+    p.add_argument("--sample-seed", type=int, default=0)
+    args = p.parse_args(argv)
+    merged: dict[int, dict] = {}
+    for row in read_rows(args.out):
+        into = merged.setdefault(int(row["index"]), {k: row[k] for k in FIELDS})
+        for column in DRAW_COLUMNS:
+            if row[column] and into[column] and row[column] != into[column]:
+                raise SystemExit(f"cell {row['index']}: two different values of {column}")
+            into[column] = into[column] or row[column]
+    order = {index: k for k, index in enumerate(sample_cells(args.cells, args.sample_seed))}
+    tmp = args.out + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(sorted(merged.values(), key=lambda r: order.get(int(r["index"]), len(order))))
+    os.replace(tmp, args.out)
+    print(f"{args.out}: {len(merged)} cells")
+    return 0
 
 
 def _fmt(value) -> str:
@@ -181,8 +217,8 @@ def report(argv: list[str]) -> int:
     md += ["", "## Change of tau (C10 val) against k = 1 on the same cells", "",
            f"Paired bootstrap over cells ({args.resamples} resamples): the same resampled cells for k and k = 1.", "",
            "| over | cells | k | rule | tau | tau k=1 | change | 95% interval |", "|---|---|---|---|---|---|---|---|"]
-    lines = {(r["over"], r["cells"], r["k"], r["rule"]): r for r in result["draws"] if r["truth"] == "cifar10_valid_acc"}
-    for (over, cells, k, rule), row in lines.items():
+    lines = [(r["over"], r["cells"], r["k"], r["rule"]) for r in result["draws"] if r["truth"] == "cifar10_valid_acc"]
+    for over, cells, k, rule in lines:
         if k == 1:
             continue
         names = series[("epe", over)][:k]
@@ -211,12 +247,16 @@ def main(argv: list[str] | None = None) -> int:
         return add_k4(argv[1:])
     if argv[:1] == ["report"]:
         return report(argv[1:])
+    if argv[:1] == ["merge"]:
+        return merge(argv[1:])
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="docs/benchmarks/nb201_cifar10_draws.csv")
     p.add_argument("--cells", type=int, default=1000)
     p.add_argument("--sample-seed", type=int, default=0)
-    p.add_argument("--full-cells", type=int, default=200, help="cells (a prefix of the sample) with all 22 draws")
-    p.add_argument("--batches", type=int, default=4, help="batch draws for the other cells")
+    p.add_argument("--full-cells", type=int, default=200,
+                   help=f"cells (a prefix of the sample) with {MAX_DRAWS} draws of every kind")
+    p.add_argument("--batches", type=int, default=4, help="draws over batches for every cell")
+    p.add_argument("--inits", type=int, default=1, help="draws over inits and over both for every cell")
     p.add_argument("--data", default="../shared/data/cifar10/cifar10_sample.npz")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--shard", default="0/1", help="K/N: the cells at positions = K mod N (see nb201_table.py)")
@@ -224,32 +264,37 @@ def main(argv: list[str] | None = None) -> int:
     shard, shards = (int(v) for v in args.shard.split("/"))
     if not 0 <= shard < shards:
         p.error(f"--shard must be K/N with 0 <= K < N, got {args.shard!r}")
+    if not (1 <= args.batches <= MAX_DRAWS and 1 <= args.inits <= MAX_DRAWS):
+        p.error(f"--batches and --inits must be in 1..{MAX_DRAWS}")
     torch.set_num_threads(args.threads)
     batches = load_batches(args.data)
     space = NB201Space()
     sample = sample_cells(args.cells, args.sample_seed)
-    full = set(sample[: args.full_cells])
-    done = done_indices(args.out)
-    order = sample[args.full_cells:] + sample[: args.full_cells]  # epe_k4 (every cell) first
-    todo = [i for i in order if i not in done and sample.index(i) % shards == shard]
-    print(f"{args.out}: {len(done)} cells done, {len(todo)} to go in shard {args.shard}", flush=True)
-    fields = columns(args.batches)
+    filled = filled_columns(read_rows(args.out))
+    every, full = draw_columns(args.batches, args.inits), DRAW_COLUMNS
+    todo = []  # (index, missing columns): the cells beyond the full prefix first (they make epe_k4)
+    for position in list(range(args.full_cells, len(sample))) + list(range(min(args.full_cells, len(sample)))):
+        index = sample[position]
+        wanted = full if position < args.full_cells else every
+        missing = [c for c in wanted if c not in filled.get(index, set())]
+        if missing and position % shards == shard:
+            todo.append((index, missing))
+    print(f"{args.out}: {len(todo)} cells to score in shard {args.shard}", flush=True)
     new_file = not os.path.exists(args.out) or os.path.getsize(args.out) == 0
     start = time.perf_counter()
     with open(args.out, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
         if new_file:
             writer.writeheader()
             f.flush()
-        for n, index in enumerate(todo, start=1):
-            row = score_cell(space, index, batches, args.batches, index in full)
+        for n, (index, missing) in enumerate(todo, start=1):
+            row = score_cell(space, index, batches, missing)
             writer.writerow({"index": index, "arch_str": space.arch(index), "seed": index,
-                             **{k: _fmt(row.get(k)) for k in fields[3:]}})
+                             **{k: _fmt(row.get(k)) for k in FIELDS[3:]}})
             f.flush()
             os.fsync(f.fileno())
             elapsed = time.perf_counter() - start
-            b0 = row["epe@b0"]
-            print(f"[{n}/{len(todo)}] index {index} epe@b0={b0 if math.isfinite(b0) else b0} "
+            print(f"[{n}/{len(todo)}] index {index}: {len(missing)} draws "
                   f"({elapsed:.0f}s, ETA {elapsed / n * (len(todo) - n):.0f}s)", flush=True)
     return 0
 

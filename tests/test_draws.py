@@ -440,3 +440,33 @@ def test_benchmark_reads_the_draws_of_a_search(tmp_path, capsys):
     assert {(r["score"], r["over"], r["k"]) for r in rows} >= {("score", "inits", "1"), ("score", "inits", "2")}
     records = [json.loads(line) for line in (results / "scores.jsonl").read_text().splitlines()]
     assert [r["n"] for r in csv.DictReader(open(out / "correlations.csv"))][0] == str(len(records))
+
+
+def test_draws_bench_script_adds_missing_draws_and_merges(tmp_path, monkeypatch):
+    bench = _bench_module()
+    monkeypatch.setattr(bench, "load_batches", lambda path, count=8: None)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep this test session's threads
+    calls = []
+
+    def fake_score_cell(space, index, batches, columns):
+        calls.append((index, list(columns)))
+        return {**{c: index + bench.DRAW_COLUMNS.index(c) / 100 for c in columns},
+                "seconds_build": 0.1, "seconds_score": 0.2}
+
+    monkeypatch.setattr(bench, "score_cell", fake_score_cell)
+    out = str(tmp_path / "draws.csv")
+    common = ["--out", out, "--cells", "4", "--full-cells", "1", "--data", "unused"]
+    bench.main([*common, "--batches", "2"])
+    sample = bench.sample_cells(4, 0)
+    assert [(i, len(c)) for i, c in calls] == [(sample[1], 2), (sample[2], 2), (sample[3], 2), (sample[0], 22)]
+    calls.clear()
+    bench.main([*common, "--batches", "2", "--inits", "3"])  # adds inits and both to the scored cells
+    assert [c for _, c in calls] == [["epe@i1", "epe@i2", "epe@d1", "epe@d2"]] * 3
+    calls.clear()
+    bench.main([*common, "--batches", "2", "--inits", "3", "--shard", "1/2"])
+    assert calls == []  # nothing left
+    assert bench.merge(["--out", out, "--cells", "4"]) == 0
+    rows = list(csv.DictReader(open(out)))
+    assert [int(r["index"]) for r in rows] == sample
+    assert all(float(r["epe@d2"]) == int(r["index"]) + bench.DRAW_COLUMNS.index("epe@d2") / 100 for r in rows)
+    assert rows[1]["epe@b3"] == "" and rows[0]["epe@b7"] != ""

@@ -3,6 +3,7 @@ precision option, no side effects, no growth. Small networks only: a few seconds
 import gc
 import math
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -251,6 +252,25 @@ def test_float32_switches_are_forced_and_restored(tiny_batch):
     finally:
         torch.set_float32_matmul_precision(old)
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_deterministic_algorithms_mode_is_relaxed_while_scoring_and_restored(tiny_batch, device):
+    """Trainer(deterministic=True) turns the mode on; CUDA's adaptive-pool backward would raise under it."""
+    x, y = (t.to(device) for t in tiny_batch)
+    net = small_net(9930, seed=0, C=4, classes=4).to(device)
+    plain = epe_score(net, x, y)
+    try:
+        torch.use_deterministic_algorithms(True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no nondeterminism warning escapes either
+            assert epe_score(net, x, y) == pytest.approx(plain, rel=1e-9)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert not torch.are_deterministic_algorithms_enabled()
 
 
 def test_concurrent_scores_in_threads_agree_and_restore_switches(tiny_batch):

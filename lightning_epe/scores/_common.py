@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from typing import Iterator
 
 import torch
@@ -74,8 +75,14 @@ def _set_ieee_float32() -> list:
     getter = getattr(torch._C, "_get_fp32_precision_getter", None)
     setter = getattr(torch._C, "_set_fp32_precision_setter", None)
     cudnn = torch.backends.cudnn
-    saved: list = [("cudnn", (cudnn.benchmark, cudnn.deterministic))]
+    saved: list = [("cudnn", (cudnn.benchmark, cudnn.deterministic)),
+                   ("deterministic", (torch.are_deterministic_algorithms_enabled(),
+                                      torch.is_deterministic_algorithms_warn_only_enabled()))]
     try:
+        if torch.are_deterministic_algorithms_enabled():
+            # Lightning's Trainer(deterministic=True) turns this on; the backward of CUDA adaptive
+            # average pooling (the global pool of NB201 and most timm networks) would then raise.
+            torch.use_deterministic_algorithms(True, warn_only=True)
         if getter is not None and setter is not None:  # torch >= 2.9: per-backend precision switches
             for backend, op in _FP32_SWITCHES:
                 saved.append(("precision", (backend, op, getter(backend, op))))
@@ -97,6 +104,8 @@ def _restore_float32(saved: list) -> None:
     for kind, value in reversed(saved):
         if kind == "cudnn":
             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = value
+        elif kind == "deterministic":
+            torch.use_deterministic_algorithms(value[0], warn_only=value[1])
         elif kind == "precision":
             torch._C._set_fp32_precision_setter(*value)
         else:
@@ -109,7 +118,8 @@ def ieee_float32() -> Iterator[None]:
     """True float32 arithmetic inside (no TF32/bf16 shortcuts, no cuDNN autotuning), restored on exit.
 
     cuDNN: ``benchmark`` off (autotuning may pick Winograd/FFT algorithms), ``deterministic`` on
-    (as the official search). The switches are process-wide: with several scores running at once
+    (as the official search). ``torch.use_deterministic_algorithms(True)`` is relaxed to
+    ``warn_only`` (its warnings silenced): scoring would otherwise raise on CUDA. The switches are process-wide: with several scores running at once
     in threads, the first to enter sets them and the last to leave puts them back as found.
     """
     global _precision_users, _precision_saved
@@ -195,7 +205,8 @@ def scoring_context(model: nn.Module, device: torch.device, train: bool = True) 
             parked = _park_running_stats(modules)
         buffers = [(b, b.detach().clone()) for b in _buffers_of(modules)]  # whatever forward may change
         with torch.random.fork_rng(devices=rng_devices), torch.enable_grad(), \
-                torch.autocast(device.type, enabled=False), ieee_float32():
+                torch.autocast(device.type, enabled=False), ieee_float32(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have a deterministic implementation")
             if all(type(m).train is nn.Module.train for m in modules):
                 for m in modules:
                     m.training = train

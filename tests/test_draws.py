@@ -53,7 +53,7 @@ def test_bad_draws_are_clear_errors(kwargs, message):
 def test_draws_from_dict_int_and_none():
     assert Draws.of(None) == Draws() == Draws.of(1)
     assert Draws.of({"k": 4, "over": "inits"}) == Draws(4, "inits")
-    assert Draws.of(3).k == 3
+    assert Draws.of(3).k == 3 and Draws(np.int64(2)).k == 2 and type(Draws(np.int64(2)).k) is int
     with pytest.raises(ValueError, match="unknown draws key"):
         Draws.of({"k": 2, "batches": 3})
     with pytest.raises(TypeError, match="draws must be"):

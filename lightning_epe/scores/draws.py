@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, Mapping, Sequence, Union
 
@@ -51,8 +52,9 @@ class Draws:
     combine: Literal["mean", "median", "rank"] = "mean"
 
     def __post_init__(self):
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+        if isinstance(self.k, bool) or not isinstance(self.k, numbers.Integral) or self.k < 1:
             raise ValueError(f"draws.k must be an int >= 1 (1 = a plain score), got {self.k!r}")
+        object.__setattr__(self, "k", int(self.k))  # e.g. a numpy integer
         if self.over not in OVER:
             raise ValueError(f"draws.over must be one of {', '.join(OVER)}, got {self.over!r}")
         if self.combine not in RULES:
@@ -70,8 +72,8 @@ class Draws:
             if unknown:
                 raise ValueError(f"unknown draws key(s) {sorted(unknown)}; accepted: k, over, combine")
             return cls(**value)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return cls(k=value)
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return cls(k=int(value))
         raise TypeError(f"draws must be a Draws, a dict with k/over/combine, an int k or None, got {value!r}")
 
     @property

@@ -221,10 +221,10 @@ def report(argv: list[str]) -> int:
     for over, cells, k, rule in lines:
         if k == 1:
             continue
-        names = series[("epe", over)][:k]
-        mask = np.logical_and.reduce([joined.has_value(c) for c in names])
-        assert int(mask.sum()) == cells
-        values = np.stack([joined.scores[c][mask] for c in names], axis=1)
+        names = series[("epe", over)]
+        masks = [np.logical_and.reduce([joined.has_value(c) for c in names[:top]]) for top in range(k, len(names) + 1)]
+        mask = next(m for m in masks if int(m.sum()) == cells)  # the cells of this line's block (nested sets)
+        values = np.stack([joined.scores[c][mask] for c in names[:k]], axis=1)
         combined, single, truth = combine(values, rule), values[:, 0], acc[mask]
         boot = []
         for _ in range(args.resamples):

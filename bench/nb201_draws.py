@@ -213,6 +213,19 @@ def report(argv: list[str]) -> int:
         taus = [_tau(joined.scores[a][full], joined.scores[b][full])
                 for i, a in enumerate(names) for b in names[i + 1:]]
         md.append(f"| {label} | {len(taus)} | {np.mean(taus):.3f} | {min(taus):.3f} | {max(taus):.3f} |")
+    md += ["", "## Reproducibility of a k-draw ranking", "",
+           "Kendall tau-b between the rankings given by two disjoint groups of k draws (draws 0..k-1 vs "
+           "k..2k-1, and so on; mean over the disjoint pairs of groups), each group combined by its mean: "
+           "how much a ranking changes when the whole scoring is rerun with other batches/initialisations.", "",
+           "| over | k = 1 | k = 2 | k = 4 |", "|---|---|---|---|"]
+    for over in ("batches", "inits", "both"):
+        names = series[("epe", over)]
+        values = np.stack([joined.scores[c][full] for c in names], axis=1)
+        cells = []
+        for k in (1, 2, 4):
+            groups = [combine(values[:, g * k:(g + 1) * k], "mean") for g in range(len(names) // k)]
+            cells.append(np.mean([_tau(groups[g], groups[g + 1]) for g in range(0, len(groups) - 1, 2)]))
+        md.append(f"| {over} | " + " | ".join(f"{t:.3f}" for t in cells) + " |")
     rng = np.random.default_rng(0)
     md += ["", "## Change of tau (C10 val) against k = 1 on the same cells", "",
            f"Paired bootstrap over cells ({args.resamples} resamples): the same resampled cells for k and k = 1.", "",

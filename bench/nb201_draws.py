@@ -184,6 +184,32 @@ def _tau(a: np.ndarray, b: np.ndarray) -> float:
     return float(kendalltau(np.where(np.isnan(a), -np.inf, a), np.where(np.isnan(b), -np.inf, b)).statistic)
 
 
+def _search_outcome(joined, series) -> list[str]:
+    """Expected C10 test accuracy of the cell a random search of N cells picks, single draws vs k = 4."""
+    from lightning_epe.benchmark import expected_random_search
+    from lightning_epe.benchmark.draws import combine
+
+    acc = joined.truth["cifar10_test_acc"]
+    ns = (10, 100, 1000)
+    cells = np.logical_and.reduce([joined.has_value(c) for names in series.values() for c in names[:4]])
+    md = ["", f"## The search table: expected C10 test accuracy of the searched cell ({int(cells.sum())} cells)", "",
+          "Exact expectation (closed form) of the paper's random search (N cells drawn with replacement, arg-max "
+          "kept) on these cells. It depends on the few top-scored cells, so it moves far more between single "
+          "draws than tau does.", "", "| scores | " + " | ".join(f"N = {n}" for n in ns) + " |",
+          "|---|" + "---|" * len(ns)]
+    singles = sorted({c for names in series.values() for c in names[:4]})
+    outcome = {c: [expected_random_search(joined.scores[c][cells], acc[cells], n)[0] for n in ns] for c in singles}
+    md.append(f"| single draws ({len(singles)}: {', '.join(singles)}), min - max | "
+              + " | ".join(f"{min(o[i] for o in outcome.values()):.2f} - {max(o[i] for o in outcome.values()):.2f}"
+                           for i in range(len(ns))) + " |")
+    for over in ("batches", "inits", "both"):
+        for k in (2, 4):
+            values = combine(np.stack([joined.scores[c][cells] for c in series[("epe", over)][:k]], axis=1), "mean")
+            md.append(f"| mean of {k} draws over {over} | "
+                      + " | ".join(f"{expected_random_search(values, acc[cells], n)[0]:.2f}" for n in ns) + " |")
+    return md
+
+
 def report(argv: list[str]) -> int:
     """The k-table, the agreement between single draws, and bootstrap intervals (see the module docstring)."""
     from lightning_epe.benchmark import draw_series, join, load_ground_truth, read_scores, run_benchmark
@@ -226,6 +252,7 @@ def report(argv: list[str]) -> int:
             groups = [combine(values[:, g * k:(g + 1) * k], "mean") for g in range(len(names) // k)]
             cells.append(np.mean([_tau(groups[g], groups[g + 1]) for g in range(0, len(groups) - 1, 2)]))
         md.append(f"| {over} | " + " | ".join(f"{t:.3f}" for t in cells) + " |")
+    md += _search_outcome(joined, series)
     rng = np.random.default_rng(0)
     md += ["", "## Change of tau (C10 val) against k = 1 on the same cells", "",
            f"Paired bootstrap over cells ({args.resamples} resamples): the same resampled cells for k and k = 1.", "",

@@ -41,6 +41,7 @@ import time
 import numpy as np
 import torch
 
+from lightning_epe.benchmark.draws import DRAW_COLUMN, KINDS
 from lightning_epe.scores import Draws, draw_seed, epe_score, seeded
 from lightning_epe.spaces import NB201Space
 from nb201_table import MEAN, STD, sample_cells
@@ -74,9 +75,11 @@ FIELDS = ["index", "arch_str", "seed", *DRAW_COLUMNS, "seconds_build", "seconds_
 
 
 def init_and_batch(column: str) -> tuple[int, int]:
-    """The initialisation and the batch of a draw column: b<j> (0, j), i<j> (j, 0), d<j> (j, j)."""
-    kind, j = column[len("epe@")], int(column[len("epe@") + 1:])
-    return {"b": (0, j), "i": (j, 0), "d": (j, j)}[kind]
+    """The initialisation and the batch of a draw column, as ``Draws`` defines them (b<j>: (0, j), ...)."""
+    match = DRAW_COLUMN.match(column)
+    j = int(match["draw"])
+    draws = Draws(k=j + 1, over=KINDS[match["kind"]])
+    return draws.init_of(j), draws.batch_of(j)
 
 
 def score_cell(space: NB201Space, index: int, batches, columns: list[str]) -> dict:

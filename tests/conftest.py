@@ -1,7 +1,9 @@
 import hashlib
+import importlib.util
 import json
 import os
 import pickle
+import sys
 from pathlib import Path
 
 # One CPU thread: the test networks are tiny, so threads only add scheduling noise (and
@@ -19,6 +21,17 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REFERENCE = SHARED / "reference" / "epe_official_seed0"
 NB201_CSV = SHARED / "nb201" / "nb201_accuracies.csv"
 CIFAR10_SAMPLE = SHARED / "cifar10" / "cifar10_sample.npz"
+
+
+def load_bench_script(name: str):
+    """A script of bench/ as a module (bench/ on sys.path: the scripts import each other)."""
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))
+    spec = importlib.util.spec_from_file_location(name, bench / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def require(path: Path) -> Path:

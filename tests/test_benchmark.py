@@ -1,5 +1,4 @@
 import csv
-import importlib.util
 import json
 import math
 import sys
@@ -23,7 +22,7 @@ from lightning_epe.benchmark import (
     simulate_random_search,
 )
 from lightning_epe.spaces import NB201Space
-from tests.conftest import CIFAR10_SAMPLE, NB201_CSV, require
+from tests.conftest import CIFAR10_SAMPLE, NB201_CSV, load_bench_script, require
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "docs" / "benchmarks" / "nb201_cifar10.csv"
@@ -293,10 +292,7 @@ def test_run_benchmark_on_the_shared_ground_truth(tmp_path):
 # --- the committed result --------------------------------------------------------------------
 
 def _bench_module():
-    spec = importlib.util.spec_from_file_location("nb201_table", ROOT / "bench" / "nb201_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("nb201_table")
 
 
 @pytest.mark.slow

@@ -1,6 +1,5 @@
 """Draws: a score over several batches and/or initialisations, combined (API, search, callback, CLI, benchmark)."""
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -17,7 +16,7 @@ from lightning_epe.cli import main
 from lightning_epe.scores import Draws, draw_seed, epe_score, rank_draws, reinitialising, score_draws, seeded
 from lightning_epe.search import ArchitectureSearch
 from lightning_epe.spaces import NB201Space
-from tests.conftest import CIFAR10_SAMPLE, require
+from tests.conftest import CIFAR10_SAMPLE, load_bench_script, require
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
@@ -374,13 +373,7 @@ COMMITTED = ROOT / "docs" / "benchmarks" / "nb201_cifar10.csv"
 
 
 def _bench_module():
-    import sys
-
-    sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("nb201_draws", ROOT / "bench" / "nb201_draws.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("nb201_draws")
 
 
 @pytest.mark.slow

@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .draws import KINDS
+
 #: Columns that identify a cell or a run, never scored or correlated.
 ID_COLUMNS = frozenset({"index", "arch_str", "arch", "candidate", "naslib_ops", "seed", "dataset", "error",
                         "space", "time", "time_s", "status"})
@@ -159,16 +161,14 @@ def read_jsonl_scores(path: str | Path) -> Table:
     return table
 
 
-_DRAW_KIND = {"batches": "b", "inits": "i", "both": "d"}
-
-
 def _add_draw_columns(table: Table, draws: list[list[float] | None], config: Path) -> None:
     """Per-draw columns of a search with draws; rows without draws (failed candidates) are absent."""
     k = max((len(d) for d in draws if d), default=0)
     if k < 2:
         return
     over = (json.loads(config.read_text()).get("draws") or {}).get("over", "batches") if config.is_file() else "batches"
-    names = ["score@b0"] + [f"score@{_DRAW_KIND[over]}{j}" for j in range(1, k)]
+    kind = next(letter for letter, name in KINDS.items() if name == over)
+    names = ["score@b0"] + [f"score@{kind}{j}" for j in range(1, k)]
     for j, name in enumerate(names):
         table.columns[name] = np.array([d[j] if d and j < len(d) else math.nan for d in draws], dtype=np.float64)
         table.present[name] = np.array([bool(d) and j < len(d) for d in draws], dtype=bool)

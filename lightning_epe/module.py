@@ -8,7 +8,7 @@ import torch
 import torchmetrics
 from torch import nn
 
-from .scores._common import logits_of
+from .scores import logits_of
 from .spaces import CandidateSpace, NB201Space
 
 OPTIMIZERS = ("sgd", "adamw")

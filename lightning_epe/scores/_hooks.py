@@ -37,23 +37,6 @@ ActivationSpec = Union[None, Sequence[type], Callable[[nn.Module], bool]]
 _EXACT_CHUNK = 1 << 23
 
 
-def prepare_inputs(model: nn.Module, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``inputs`` on ``device`` in the dtype of the model's floating-point parameters."""
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), inputs.dtype)
-    return inputs.to(device=device, dtype=dtype)
-
-
-def check_inputs_shape(inputs: torch.Tensor) -> torch.Tensor:
-    """For scores that only use the input *shape* (flops, synflow): one sample is enough."""
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
-    if not inputs.is_floating_point():
-        raise TypeError(f"inputs must be a floating-point tensor (normalised images), got dtype {inputs.dtype}")
-    if inputs.dim() < 2 or inputs.shape[0] < 1:
-        raise ValueError(f"inputs must be batched, shape (B, ...) with B >= 1, got shape {tuple(inputs.shape)}")
-    return inputs
-
-
 def measured_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, MEASURED_LAYERS)]
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .registry import get_score, score_info
+from .registry import get_score, register_score, score_info
 
 # The best combination measured on NAS-Bench-201 / CIFAR-10 (docs/benchmarks/README.md).
 DEFAULT_MEMBERS: tuple[str, ...] = ("epe", "jacob_cov", "synflow", "params")
@@ -29,20 +29,6 @@ def _check_members(members: Sequence[str]) -> tuple[str, ...]:
     for name in members:
         score_info(name)  # unknown names raise with the known ones
     return members
-
-
-def ensemble_scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None, *,
-                    members: Sequence[str] = DEFAULT_MEMBERS, **options) -> dict[str, float]:
-    """The member scores of one network (a dict ``{member: value}``); combine several with ``rank_ensemble``.
-
-    ``options`` are passed to the members that accept them (e.g. ``class_count`` to ``epe``).
-    """
-    values = {}
-    for name in _check_members(members):
-        fn = get_score(name)
-        parameters = inspect.signature(fn).parameters
-        values[name] = float(fn(model, inputs, targets, **{k: v for k, v in options.items() if k in parameters}))
-    return values
 
 
 def rank_ensemble(table: Sequence[Mapping[str, float | None]], members: Sequence[str] = DEFAULT_MEMBERS) -> list[float]:
@@ -71,3 +57,18 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
     _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     sums = np.bincount(inverse, weights=ranks)
     return sums[inverse] / counts[inverse]
+
+
+@register_score("ensemble", needs_labels=True, data_dependent=True, combine=rank_ensemble)
+def ensemble_scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None, *,
+                    members: Sequence[str] = DEFAULT_MEMBERS, **options) -> dict[str, float]:
+    """The member scores of one network (a dict ``{member: value}``); combine several with ``rank_ensemble``.
+
+    ``options`` are passed to the members that accept them (e.g. ``class_count`` to ``epe``).
+    """
+    values = {}
+    for name in _check_members(members):
+        fn = get_score(name)
+        parameters = inspect.signature(fn).parameters
+        values[name] = float(fn(model, inputs, targets, **{k: v for k, v in options.items() if k in parameters}))
+    return values

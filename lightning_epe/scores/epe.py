@@ -5,7 +5,7 @@ operation: float32 input gradient of the summed logits, then numpy float64 ``cor
 in order of first appearance. The default path computes the same input gradient (bit for bit on
 CPU: only the input gradient, no parameter gradients) and the same correlations in float64 with
 torch on the model's device, with no host round trip. On CPU it also runs stride-1 average pooling
-through an exact faster kernel (same additions in the same order: same bits; see ``_common``).
+through an exact faster kernel (same additions in the same order: same bits; see ``_cpu_avg_pool``).
 ``precision="float64"`` runs the network in double precision on temporary copies of its weights:
 the accurate (slower) ground truth. Measurements: ``docs/benchmarks/speed.md``.
 """
@@ -19,7 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._common import check_batch, fast_cpu_ops, input_gradient, model_device, scoring_context
+from ._cpu_avg_pool import fast_cpu_ops
+from ._gradients import input_gradient
+from ._isolation import scoring_context
+from ._validation import check_batch, check_labels, model_device
+from .registry import register_score
 
 ClassCount = Union[Literal["official", "true"], int]
 Precision = Union[None, Literal["float32", "float64"], torch.dtype]
@@ -42,9 +46,7 @@ def resolve_class_count(class_count: ClassCount, num_logits: int, targets: torch
             f"class_count must be 'official' (the official code's fixed 10), 'true' (the number of "
             f"logits the model outputs) or a positive int, got {class_count!r}"
         )
-    top = int(targets.max())
-    if top >= count:
-        raise ValueError(f"label {top} is out of range for {count} classes (class_count={class_count!r})")
+    check_labels(targets, count, f"class_count={class_count!r}")
     return count
 
 
@@ -113,6 +115,7 @@ def resolve_precision(precision: Precision, model_dtype: torch.dtype) -> torch.d
     return None if dtype == model_dtype else dtype
 
 
+@register_score("epe", needs_labels=True, data_dependent=True)
 def epe_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
               class_count: ClassCount = "official", reference: bool = False,
               precision: Precision = None) -> float:

@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import check_batch, logits_of, model_device, scoring_context
-from ._hooks import measured_layers, prepare_inputs
+from ._hooks import measured_layers
+from ._isolation import scoring_context
+from ._validation import check_batch, check_labels, logits_of, model_device, prepare_inputs
+from .registry import register_score
 
 
 def _loss_gradients(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
@@ -37,9 +39,7 @@ def _loss_gradients(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
             logits = logits_of(model(inputs))
             if logits.dim() != 2:
                 raise ValueError(f"{score} needs logits of shape (B, classes), got {tuple(logits.shape)}")
-            top = int(targets.max())
-            if top >= logits.shape[1]:
-                raise ValueError(f"label {top} is out of range for a model with {logits.shape[1]} logits")
+            check_labels(targets, logits.shape[1], f"the model has {logits.shape[1]} logits")
             loss = F.cross_entropy(logits, targets)
             grads = list(torch.autograd.grad(loss, weights, allow_unused=True)) if weights else []
         finally:
@@ -48,6 +48,7 @@ def _loss_gradients(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
     return weights, grads
 
 
+@register_score("grad_norm", needs_labels=True, data_dependent=True)
 def grad_norm_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
     """grad_norm: sum over Conv/Linear layers of the L2 norm of the cross-entropy weight gradient.
 
@@ -64,6 +65,7 @@ def grad_norm_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
     return total
 
 
+@register_score("snip", needs_labels=True, data_dependent=True)
 def snip_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
     """SNIP: sum of |theta * dL/dtheta| over Conv/Linear weights, L the cross-entropy of the batch.
 

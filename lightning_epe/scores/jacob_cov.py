@@ -18,8 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._common import check_batch, input_gradient, model_device, scoring_context
-from ._hooks import prepare_inputs
+from ._gradients import input_gradient
+from ._isolation import scoring_context
+from ._validation import check_batch, model_device, prepare_inputs
+from .registry import register_score
 
 EPSILON = 1e-5  # k
 
@@ -34,6 +36,7 @@ def jacob_cov_from_jacobian(jacobian: np.ndarray) -> float:
         return float(-np.sum(np.log(v + EPSILON) + 1.0 / (v + EPSILON)))
 
 
+@register_score("jacob_cov", needs_labels=False, data_dependent=True)
 def jacob_cov_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None) -> float:
     """NASWOT v1 (jacob_cov): eigenvalue spread of the input-gradient correlations (higher is better).
 

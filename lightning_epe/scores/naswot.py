@@ -22,13 +22,16 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._common import check_batch, model_device, scoring_context
 from ._hooks import (ACTIVATION_NAMES, ActivationSpec, HammingKernel, activation_predicate, hooks,
-                     official_relu_match, prepare_inputs, select_modules)
+                     official_relu_match, select_modules)
+from ._isolation import scoring_context
+from ._validation import check_batch, model_device, prepare_inputs
+from .registry import register_score
 
 Mode = Literal["clean", "official"]
 
 
+@register_score("naswot", needs_labels=False, data_dependent=True)
 def naswot_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None, *,
                  mode: Mode = "clean", activations: ActivationSpec = None) -> float:
     """NASWOT v2: log-determinant of the Hamming kernel of activation codes (higher is better).

@@ -7,6 +7,8 @@ skip the labels or score one fixed batch for every candidate without special-cas
 from __future__ import annotations
 
 import difflib
+import importlib
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -66,28 +68,58 @@ def register_score(name: str, *, needs_labels: bool = True, data_dependent: bool
     return wrap
 
 
-def available() -> list[str]:
+def unregister_score(name: str) -> None:
+    """Remove a registered score (for a notebook or test that defines the same score again)."""
+    if name not in _SCORES:
+        raise _unknown(name)
+    del _SCORES[name], _INFO[name]
+
+
+def list_scores() -> list[str]:
     """The registered score names, sorted."""
     return sorted(_SCORES)
+
+
+def available() -> list[str]:
+    """Deprecated alias of :func:`list_scores` (removed in 0.3)."""
+    warnings.warn("lightning_epe.scores.available() is deprecated; use list_scores()", DeprecationWarning,
+                  stacklevel=2)
+    return list_scores()
 
 
 def _unknown(name) -> ValueError:
     close = difflib.get_close_matches(str(name), list(_SCORES), n=3)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    return ValueError(f"unknown score {name!r}; available scores: {', '.join(available())}.{hint}")
+    return ValueError(f"unknown score {name!r}; available scores: {', '.join(list_scores())}, or the dotted "
+                      f"path of a function registered with @register_score (e.g. 'my_package.proxies.my_score')."
+                      f"{hint}")
 
 
-def get_score(name: str) -> Callable[..., float]:
-    """The scoring function registered as ``name``; unknown names raise with the known ones."""
+def _import_dotted(name: str) -> ScoreInfo | None:
+    """The score registered by the function at dotted path ``name`` (importing its module registers it)."""
+    module_name, _, attribute = name.rpartition(".")
+    if not module_name:
+        return None
     try:
-        return _SCORES[name]
-    except (KeyError, TypeError):
-        raise _unknown(name) from None
+        fn = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError):
+        return None
+    for info in _INFO.values():
+        if info.fn is fn:
+            return info
+    raise ValueError(f"{name!r} is not a registered score: decorate it with @register_score('its_name', ...)")
 
 
 def score_info(name: str) -> ScoreInfo:
-    """The :class:`ScoreInfo` of the score registered as ``name`` (needs labels? data-dependent?)."""
-    try:
-        return _INFO[name]
-    except (KeyError, TypeError):
-        raise _unknown(name) from None
+    """The :class:`ScoreInfo` of ``name``: a registered name, or the dotted path of a registered function
+    (its module is imported, which registers it), as YAML names a user's own score."""
+    if isinstance(name, str):
+        info = _INFO.get(name) or ("." in name and _import_dotted(name)) or None
+        if info is not None:
+            return info
+    raise _unknown(name)
+
+
+def get_score(name: str) -> Callable[..., float]:
+    """The scoring function registered as ``name`` (or at that dotted path); unknown names raise with the known ones."""
+    return score_info(name).fn

@@ -9,10 +9,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ._common import model_device, scoring_context
-from ._hooks import check_inputs_shape, prepare_inputs
+from ._isolation import scoring_context
+from ._validation import check_inputs_shape, model_device, prepare_inputs
+from .registry import register_score
 
 
+@register_score("params", needs_labels=False, data_dependent=False)
 def params_score(model: nn.Module, inputs: torch.Tensor | None = None, targets: torch.Tensor | None = None) -> float:
     """params: the number of trainable parameters (``requires_grad``; a shared tensor counts once).
 
@@ -27,6 +29,7 @@ def params_score(model: nn.Module, inputs: torch.Tensor | None = None, targets: 
     return float(total)
 
 
+@register_score("flops", needs_labels=False, data_dependent=False)
 def flops_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None) -> float:
     """flops: forward FLOPs of one sample, counted by ``torch.utils.flop_counter.FlopCounterMode``.
 

@@ -20,14 +20,17 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ._common import logits_of, model_device, scoring_context
-from ._hooks import check_inputs_shape, hooks, measured_layers
+from ._hooks import hooks, measured_layers
+from ._isolation import scoring_context
+from ._validation import check_inputs_shape, logits_of, model_device
+from .registry import register_score
 
 
 def _bypass(module, args, output):
     return args[0]  # a forward hook returning a value replaces the output: identity BatchNorm
 
 
+@register_score("synflow", needs_labels=False, data_dependent=False)
 def synflow_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None) -> float:
     """SynFlow: sum of |theta * dR/dtheta| of the linearised network on an all-ones input (higher is better).
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import default_collate
 
-from ..scores._common import check_batch
+from ..scores import check_batch, check_labels
 from ..scores.draws import draw_seed
 
 BATCH_POLICIES = ("fixed", "fresh")
@@ -62,12 +62,9 @@ class ScoringBatches:
             inputs, targets = check_batch(inputs, targets)
         except (TypeError, ValueError) as err:
             raise type(err)(f"{where} is unusable: {err}") from None
-        top = int(targets.max())
-        if self.num_classes is not None and top >= self.num_classes:
-            raise ValueError(
-                f"{where} has label {top}, out of range for num_classes={self.num_classes} (labels must be "
-                f"0..{self.num_classes - 1}); set num_classes (--search.num_classes) to the data's class count"
-            )
+        if self.num_classes is not None:
+            check_labels(targets, self.num_classes, where=where,
+                         hint="set num_classes (--search.num_classes) to the data's class count")
         return inputs.to(self.device), targets.to(self.device)
 
     def __call__(self, trial: int, draw: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

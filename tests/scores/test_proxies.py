@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 from lightning_epe.scores import (ScoreInfo, available, flops_score, get_score, grad_norm_score, jacob_cov_score,
-                                  naswot_score, params_score, register_score, score_info, snip_score,
-                                  synflow_score)
-from lightning_epe.scores import registry
+                                  list_scores, naswot_score, params_score, register_score, score_info, snip_score,
+                                  synflow_score, unregister_score)
 from lightning_epe.spaces import NB201Space
 
 PROXIES = ["naswot", "jacob_cov", "synflow", "grad_norm", "snip", "params", "flops"]
@@ -345,7 +344,7 @@ def test_flops_by_hand():
 
 
 def test_registry_names_and_info():
-    assert set(EXPECTED_INFO) <= set(available())
+    assert set(EXPECTED_INFO) <= set(list_scores())
     for name, (labels, data) in EXPECTED_INFO.items():
         info = score_info(name)
         assert isinstance(info, ScoreInfo) and info.name == name and info.fn is get_score(name)
@@ -365,8 +364,23 @@ def test_register_score_defaults_are_backward_compatible():
         with pytest.raises(ValueError, match="already registered"):
             register_score("_test_only")(fn)
     finally:
-        registry._SCORES.pop("_test_only", None)
-        registry._INFO.pop("_test_only", None)
+        unregister_score("_test_only")
+    assert "_test_only" not in list_scores()
+    with pytest.raises(ValueError, match="unknown score '_test_only'"):
+        unregister_score("_test_only")
+
+
+def test_available_is_a_deprecated_alias_of_list_scores():
+    with pytest.warns(DeprecationWarning, match="list_scores"):
+        assert available() == list_scores()
+
+
+def test_a_score_is_found_by_the_dotted_path_of_its_function():
+    assert score_info("lightning_epe.scores.naswot.naswot_score").name == "naswot"
+    with pytest.raises(ValueError, match="not a registered score"):
+        score_info("lightning_epe.scores.jacob_cov.jacob_cov_from_jacobian")
+    with pytest.raises(ValueError, match="unknown score"):
+        score_info("no_such_module.score")
 
 
 @pytest.mark.parametrize("name", PROXIES)
@@ -408,7 +422,7 @@ def assert_same_state(a, b):
         assert a[key] == b[key], key
 
 
-@pytest.mark.parametrize("name, options", [(n, {}) for n in available()]
+@pytest.mark.parametrize("name, options", [(n, {}) for n in list_scores()]
                          + [("naswot", {"mode": "official"}), ("epe", {"reference": True})])
 def test_no_side_effects(tiny_batch, name, options):
     x, y = tiny_batch
@@ -444,7 +458,7 @@ def test_every_score_runs_on_timm_families(family):
     torch.manual_seed(0)
     net = TimmSpace([family]).build(family, num_classes=4)
     x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 4
-    for name in available():
+    for name in list_scores():
         value = get_score(name)(net, x, y)
         values = value.values() if isinstance(value, dict) else [value]
         assert all(isinstance(v, float) and not math.isnan(v) for v in values), (family, name, value)

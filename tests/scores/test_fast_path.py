@@ -13,7 +13,9 @@ from torch import nn
 from lightning_epe.scores import epe_score
 import torch.nn.functional as F
 
-from lightning_epe.scores._common import _exact_pool_plan, fast_cpu_ops, input_gradient, scoring_context
+from lightning_epe.scores._cpu_avg_pool import _exact_pool_plan, fast_cpu_ops
+from lightning_epe.scores._gradients import input_gradient
+from lightning_epe.scores._isolation import scoring_context
 from lightning_epe.spaces import NB201Space
 from tests.conftest import CIFAR10_SAMPLE, REFERENCE, require
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from lightning_epe.search import ArchitectureSearch
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "spaces.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "spaces.md"
 
 
 def test_documented_custom_space_example_runs(tiny_data):

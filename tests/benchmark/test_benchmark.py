@@ -24,7 +24,7 @@ from lightning_epe.benchmark import (
 from lightning_epe.spaces import NB201Space
 from tests.conftest import CIFAR10_SAMPLE, NB201_CSV, load_bench_script, require
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "docs" / "benchmarks" / "nb201_cifar10.csv"
 TRUTH_HEADER = ["index", "arch_str", "naslib_ops", "cifar10_valid_acc", "cifar10_test_acc", "cifar100_test_acc"]
 

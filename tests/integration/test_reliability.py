@@ -28,7 +28,7 @@ from lightning_epe.search import store as store_module
 from lightning_epe.spaces import NB201Space
 from lightning_epe.spaces.base import CandidateSpace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "recipes" / "quickstart.yaml")
 TINY = {"C": 2, "N": 1}
 ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"

@@ -18,7 +18,7 @@ from lightning_epe.search import ArchitectureSearch
 from lightning_epe.spaces import NB201Space
 from tests.conftest import CIFAR10_SAMPLE, load_bench_script, require
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 TINY = {"C": 4, "N": 1}
 
@@ -347,7 +347,7 @@ def test_draws_table_compares_every_k_on_the_same_cells():
 
 
 def test_run_benchmark_writes_the_k_table(tmp_path):
-    from tests.test_benchmark import write_truth
+    from tests.benchmark.test_benchmark import write_truth
 
     acc = write_truth(tmp_path / "gt.csv", n=40)
     rng = np.random.default_rng(1)

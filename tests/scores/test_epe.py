@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_epe.scores import available, epe_score, get_score
+from lightning_epe.scores import epe_score, get_score, list_scores
 from lightning_epe.spaces import NB201Space
 
 TAGS = ["best_c10", "resnet", "pool_1x1", "all_skip", "all_none"]
@@ -189,7 +189,7 @@ def test_labels_of_any_integer_dtype_and_shape_b(tiny_batch):
 
 
 def test_registry():
-    assert "epe" in available()
+    assert "epe" in list_scores()
     assert get_score("epe") is epe_score
     with pytest.raises(ValueError, match="available scores: .*epe"):
         get_score("epee")

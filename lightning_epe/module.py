@@ -93,3 +93,16 @@ class CandidateModule(L.LightningModule):
         steps = max(1, int(self.trainer.estimated_stepping_batches))
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def fit_and_test(trainer: L.Trainer, datamodule, candidate: Hashable, *, space: CandidateSpace | None = None,
+                 num_classes: int = 10, build_options: dict | None = None, **module_options) -> dict[str, float]:
+    """Train ``candidate`` with ``trainer`` on ``datamodule``, test it, return the test metrics (floats).
+
+    The one way to train a candidate: ``ArchitectureSearch.fit`` and the ``fit``/``search`` commands
+    call it. ``module_options`` go to :class:`CandidateModule` (optimiser settings ...).
+    """
+    module = CandidateModule(candidate, num_classes=num_classes, space=space, build_options=build_options,
+                             **module_options)
+    trainer.fit(module, datamodule=datamodule)
+    return {k: float(v) for k, v in trainer.test(module, datamodule=datamodule, verbose=False)[0].items()}

@@ -40,6 +40,13 @@ def require(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp_path(tmp_path, monkeypatch):
+    """Every test runs in its own temporary directory: whatever it writes relative to the working
+    directory (Lightning's lightning_logs/, checkpoints) stays out of the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def reference():
     """The official code's test vectors: expected values, inputs and per-tag state dicts."""

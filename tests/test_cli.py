@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +65,7 @@ def test_fit_one_candidate(capsys):
 @pytest.mark.parametrize("args, message", [
     (["--search.budgett", "3"], "budgett"),
     (["--search.budget", "many"], "budget"),
-    (["--search.strategy", "annealing"], "annealing"),
+    (["--search.search_strategy", "annealing"], "annealing"),
 ])
 def test_bad_config_is_a_clear_error(args, message, capsys):
     code = main(["score", "--config", str(ROOT / "recipes/quickstart.yaml"), *args])
@@ -72,9 +73,13 @@ def test_bad_config_is_a_clear_error(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "lightning_epe.cli", "--version"], capture_output=True, text=True)
-    assert out.returncode == 0 and "lightning-epe" in out.stdout
+def test_installed_console_script_runs():
+    script = shutil.which("lightning-epe", path=str(Path(sys.executable).parent))
+    assert script is not None, "the lightning-epe entry point is not installed beside this Python"
+    out = subprocess.run([script, "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("lightning-epe ")
+    out = subprocess.run([script, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and all(command in out.stdout for command in ("search", "score", "fit", "benchmark"))
 
 
 @pytest.mark.parametrize("recipe, data", [
@@ -89,7 +94,7 @@ def test_paper_recipes_run_with_small_overrides(recipe, data, request, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["scored"] + summary["nan"] == 3 and 0.0 <= summary["test_accuracy"] <= 1.0
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    assert config["search"]["batch_policy"] == "fresh" and config["search"]["strategy"] == "random"
+    assert config["search"]["batch_policy"] == "fresh" and config["search"]["search_strategy"] == "random"
 
 
 def test_timm_recipe_runs_with_small_overrides(cifar_dir, tmp_path):

@@ -223,3 +223,20 @@ def reinitialising(model: nn.Module) -> Iterator[Callable[[], nn.Module]]:
         with torch.no_grad():
             for name, tensor in model.state_dict(keep_vars=True).items():
                 tensor.copy_(saved[name])
+
+
+def score_module(model: nn.Module, batches: Sequence[Batch], draws: "Draws | Mapping | int | None" = None, *,
+                 score: str = "epe", seed: int = 0, **options) -> list[DrawValue]:
+    """The k draws of ``score`` for an existing network, on its device (what the callback computes).
+
+    Draws over batches score ``model`` on ``batches[j]``; draws over inits score ``model`` as it is,
+    then re-initialised in place (``reinitialising``: each layer's ``reset_parameters``, seeded from
+    ``draw_seed(seed, j)``), with every parameter and buffer restored afterwards. The batches are
+    moved to the model's device. Combine the values with ``Draws.combine_values``.
+    """
+    draws = Draws.of(draws)
+    device = next((t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu"))
+    moved = [(b[0].to(device), b[1].to(device)) for b in batches]
+    inits = contextlib.nullcontext(None) if draws.over == "batches" else reinitialising(model)
+    with inits as build:
+        return score_draws(build, moved, draws, score=score, seed=seed, model=model, device=device, **options)

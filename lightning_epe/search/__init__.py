@@ -1,6 +1,12 @@
 """Search over candidate spaces: strategies, the results store and the ArchitectureSearch loop."""
-from .search import ArchitectureSearch, SearchResult
-from .store import ConfigMismatchError, ResultsStore
-from .strategies import STRATEGIES, make_strategy
+from .loop import SearchLoop, SearchResult
+from .search import ArchitectureSearch
+from .store import ConfigMismatchError, MemoryStore, ResultsStore
+from .strategies import (ExhaustiveSearch, RandomSearch, RegularizedEvolution, Strategy, get_strategy,
+                         list_strategies, make_strategy, register_strategy)
 
-__all__ = ["ArchitectureSearch", "ConfigMismatchError", "ResultsStore", "STRATEGIES", "SearchResult", "make_strategy"]
+__all__ = [
+    "ArchitectureSearch", "ConfigMismatchError", "ExhaustiveSearch", "MemoryStore", "RandomSearch",
+    "RegularizedEvolution", "ResultsStore", "SearchLoop", "SearchResult", "Strategy", "get_strategy",
+    "list_strategies", "make_strategy", "register_strategy",
+]

@@ -5,6 +5,7 @@ import dataclasses
 import math
 import time
 import traceback
+import warnings
 from typing import Hashable
 
 import torch
@@ -13,22 +14,9 @@ from ..scores import score_info
 from ..scores.draws import Draws, rank_draws, score_draws
 from ..spaces import CandidateSpace, NB201Space
 from .batches import ScoringBatches
-from .distributed import Workers
-from .progress import console, leaderboard, search_progress
-from .store import ResultsStore, best_record
-from .strategies import make_strategy
-
-
-@dataclasses.dataclass
-class SearchResult:
-    """Every record of a search (in trial order) and the best one (None if none scored)."""
-
-    records: list[dict]
-    best: dict | None
-
-    @property
-    def failed(self) -> list[dict]:
-        return [r for r in self.records if r.get("error") is not None]
+from .loop import SearchLoop, SearchResult
+from .store import ResultsStore
+from .strategies import RegularizedEvolution, Strategy, describe_strategy, list_strategies, make_strategy
 
 
 class ArchitectureSearch:
@@ -36,9 +24,12 @@ class ArchitectureSearch:
 
     Args:
         space: the candidate space (default: NAS-Bench-201).
-        score: a registered score name (see ``lightning_epe.scores.available()``).
-        strategy: ``random`` (the paper: uniform with replacement), ``random_without_replacement``,
-            ``exhaustive`` or ``evolution`` (regularized/aging evolution with the score as fitness).
+        score: a registered score name (see ``lightning_epe.scores.list_scores()``), or the dotted
+            path of a function registered with ``@register_score``.
+        search_strategy: a registered name, ``random`` (the paper: uniform with replacement),
+            ``random_without_replacement``, ``exhaustive`` or ``evolution`` (regularized/aging
+            evolution with the score as fitness), or a :class:`~lightning_epe.search.Strategy`
+            instance (YAML: ``class_path``/``init_args``), e.g. ``RegularizedEvolution(population=50)``.
         budget: number of candidates to score (exhaustive: None means the whole space).
         seed: seeds the strategy, the scoring batches and every candidate's initialisation.
         batch_policy: ``fixed`` (one batch for every candidate) or ``fresh`` (a new augmented
@@ -47,26 +38,28 @@ class ArchitectureSearch:
         accelerator: where to score, in Lightning's vocabulary (``auto``, ``cpu``, ``gpu``, ...).
         devices: devices (processes) per node scoring in parallel (Lightning's ``devices``).
         num_nodes: nodes scoring in parallel.
-        distributed_strategy: Lightning strategy for several devices (``auto``, ``ddp``, ...).
+        strategy: Lightning's distributed strategy for several devices (``auto``, ``ddp``, ...), as
+            ``Trainer(strategy=...)``.
         num_classes: classes of the networks (default: the datamodule's ``num_classes``).
         build_options: extra keyword arguments for ``space.build`` (e.g. ``{"C": 16, "N": 5}``).
         score_options: extra keyword arguments for the score (e.g. ``{"class_count": "true"}``).
         draws: score each candidate k times, over batches, initialisations or both, and combine
             the draws (``Draws(k=4, over="batches", combine="mean")``; YAML ``draws: {k: 4}``).
             Default: one draw, the plain score.
-        population: evolution's population size.
-        sample_size: evolution's tournament size.
         results_dir: directory of ``scores.jsonl``/``summary.json``/``config.json``; rerunning with
             the same directory resumes.
         force: continue in a results directory written by a different configuration.
         progress: show the rich progress bar and leaderboard.
+        distributed_strategy: deprecated (0.1) name of ``strategy``.
+        population: deprecated (0.1): use ``search_strategy=RegularizedEvolution(population=...)``.
+        sample_size: deprecated (0.1): use ``search_strategy=RegularizedEvolution(sample_size=...)``.
     """
 
     def __init__(
         self,
         space: CandidateSpace | None = None,
         score: str = "epe",
-        strategy: str = "random",
+        search_strategy: Strategy | str = "random",
         budget: int | None = 100,
         seed: int = 0,
         batch_policy: str = "fixed",
@@ -74,42 +67,45 @@ class ArchitectureSearch:
         accelerator: str = "auto",
         devices: int | str = 1,
         num_nodes: int = 1,
-        distributed_strategy: str = "auto",
+        strategy: str = "auto",
         num_classes: int | None = None,
         build_options: dict | None = None,
         score_options: dict | None = None,
         draws: Draws = Draws(),
-        population: int = 20,
-        sample_size: int = 5,
         results_dir: str | None = None,
         force: bool = False,
         progress: bool = True,
+        distributed_strategy: str | None = None,
+        population: int | None = None,
+        sample_size: int | None = None,
     ):
+        search_strategy, strategy = _renamed_strategies(search_strategy, strategy, distributed_strategy,
+                                                        population, sample_size)
         self.space = space if space is not None else NB201Space()
         self.score_name = score
         self.score_info = score_info(score)
-        make_strategy(strategy, self.space, budget, seed, population, sample_size)  # validate early
-        self.strategy, self.budget, self.seed = strategy, budget, seed
+        make_strategy(search_strategy, self.space, budget, seed)  # validate early
+        self.search_strategy, self.budget, self.seed = search_strategy, budget, seed
         self.batch_policy, self.batch_size = batch_policy, batch_size
         self.accelerator, self.num_classes = accelerator, num_classes
-        self.devices, self.num_nodes, self.distributed_strategy = devices, num_nodes, distributed_strategy
+        self.devices, self.num_nodes, self.strategy = devices, num_nodes, strategy
         self.build_options, self.score_options = dict(build_options or {}), dict(score_options or {})
         self.draws = Draws.of(draws)
         if self.draws.relative and self.score_info.relative:
             raise ValueError(f"draws combine='rank' cannot rank {score!r}, which already ranks candidates: "
                              "combine its draws with 'mean' or 'median'")
-        self.population, self.sample_size = population, sample_size
         self.results_dir, self.force, self.progress = results_dir, force, progress
         self.result: SearchResult | None = None
 
     def config(self, datamodule=None) -> dict:
         """What determines the records; a resumed search must have the same."""
+        strategy, strategy_options = describe_strategy(self.search_strategy)
         return {
             "space": getattr(self.space, "name", type(self.space).__name__),
-            "score": self.score_name, "strategy": self.strategy, "budget": self.budget, "seed": self.seed,
+            "score": self.score_name, "strategy": strategy, "strategy_options": strategy_options,
+            "budget": self.budget, "seed": self.seed,
             "batch_policy": self.batch_policy, "batch_size": self.batch_size, "num_classes": self.num_classes,
             "build_options": self.build_options, "score_options": self.score_options,
-            "population": self.population, "sample_size": self.sample_size,
             "data": None if datamodule is None else type(datamodule).__name__,
             **({"draws": dataclasses.asdict(self.draws)} if self.draws.k > 1 else {}),
         }
@@ -177,67 +173,12 @@ class ArchitectureSearch:
         With several devices/nodes, each round asks one candidate per process, each process scores
         its own, and the records are gathered (rank 0 writes them). Random and exhaustive searches
         give the same records as one process; evolution proposes a round's candidates before their
-        scores are known.
+        scores are known. The steps are :class:`~lightning_epe.search.loop.SearchLoop`'s.
         """
-        workers = Workers(self.accelerator, self.devices, self.num_nodes, self.distributed_strategy)
-        device, world = workers.device, workers.world_size
-        num_classes = self.num_classes or getattr(datamodule, "num_classes", None)
-        if not num_classes:
-            raise ValueError("num_classes is unknown: pass num_classes= or use a datamodule with a num_classes attribute")
-        store = ResultsStore(self.results_dir, writer=workers.is_main) if self.results_dir else None
-        if store is not None:
-            store.check_config(self.config(datamodule), force=self.force)
-        strategy = make_strategy(self.strategy, self.space, self.budget, self.seed, self.population, self.sample_size)
-        workers.prepare_data(datamodule)
-        batches = ScoringBatches(datamodule, self.batch_size, self.batch_policy, self.seed, device,
-                                 num_classes=num_classes)
-        build_options = self.build_options_for(datamodule)
-        records: list[dict] = []
-        total = self.budget if self.budget is not None else len(self.space)
-        done = sum(1 for t in range(total) if store is not None and t in store)
-        started = time.perf_counter()
-        best = best_record(store.records.values()) if store is not None else None
-        try:
-            with search_progress(total, done, enabled=self.progress and workers.is_main,
-                                 draws=self.draws.k) as update:
-                while round_ := self._ask_round(strategy, len(records), world):
-                    mine = []
-                    for trial, candidate in round_[workers.rank::world]:
-                        stored = self._stored(store, trial, candidate)
-                        mine.append(stored or self.score_candidate(candidate, trial, batches, num_classes, device,
-                                                                   build_options))
-                    gathered = sorted(workers.gather(mine), key=lambda r: r["trial"])
-                    records.extend(gathered)
-                    if self.relative:  # provisional ranks among the candidates so far
-                        self._rank(records)
-                        best = best_record(records)
-                    for record in gathered:
-                        if store is None or record["trial"] not in store:  # newly scored
-                            if store is not None:
-                                store.append(record)
-                            best = best_record([best, record] if best else [record])
-                            update(_best_text(best))
-                    for (trial, candidate), record in zip(round_, records[-len(round_):]):
-                        strategy.tell(candidate, record["score"])
-        except KeyboardInterrupt:
-            if store is not None:
-                console.print(f"[yellow]Interrupted. {len(store)} records are safe in {store.path}; "
-                              "run the same command again to resume.")
-            raise
-        best = best_record(records)
-        self.result = SearchResult(records, best)
-        if store is not None and workers.is_main:
-            self._write_summary(store, records, best, time.perf_counter() - started)
-        if self.progress and workers.is_main:
-            console.print(leaderboard(records))
-        if best is None and records:
-            raise RuntimeError(
-                f"none of the {len(records)} candidates got a score (all failed or NaN); see the errors"
-                + (f" in {store.path}" if store is not None else "")
-            )
+        self.result = SearchLoop(self, datamodule).run()
         return self.result
 
-    def _rank(self, records: list[dict]) -> None:
+    def rank(self, records: list[dict]) -> None:
         """Set each scored record's ``score`` to its value among ``records`` (relative scores)."""
         scored = [r for r in records if r.get("error") is None]
         if self.draws.relative:
@@ -249,60 +190,62 @@ class ArchitectureSearch:
         for record, value in zip(scored, values):
             record["score"] = _finite(value)
 
-    @staticmethod
-    def _ask_round(strategy, first_trial: int, size: int) -> list[tuple[int, Hashable]]:
-        """Up to ``size`` (trial, candidate) pairs: one per process."""
-        round_ = []
-        while len(round_) < size and (candidate := strategy.ask()) is not None:
-            round_.append((first_trial + len(round_), candidate))
-        return round_
+    def fit(self, trainer, datamodule, candidate: Hashable | None = None, **module_options) -> dict:
+        """Train ``candidate`` (default: the best of the search, which runs first if it has not) with a
+        normal ``lightning.Trainer``, test it, and return the test metrics.
 
-    @staticmethod
-    def _stored(store: ResultsStore | None, trial: int, candidate: Hashable) -> dict | None:
-        stored = store.records.get(trial) if store is not None else None
-        if stored is not None and stored["candidate"] != _jsonable(candidate):
-            raise RuntimeError(
-                f"trial {trial} in {store.path} scored {stored['candidate']!r} but this search "
-                f"proposes {candidate!r}: the results directory belongs to another search"
-            )
-        return stored
-
-    def _write_summary(self, store: ResultsStore, records: list[dict], best: dict | None, seconds: float) -> None:
-        summary = store.read_summary()
-        summary.update({
-            "best": None if best is None else {k: best[k] for k in ("trial", "candidate", "arch", "score")},
-            "scored": sum(r["score"] is not None for r in records),
-            "nan": sum(r["score"] is None and r["error"] is None for r in records),
-            "failed": sum(r["error"] is not None for r in records),
-            "score_seconds_total": round(sum(r["seconds"] for r in records), 3),
-            "last_run_seconds": round(seconds, 3),
-        })
-        store.write_summary(summary)
-
-    def fit(self, trainer, datamodule, **module_options) -> dict:
-        """Train the best candidate with a normal ``lightning.Trainer``, test it, return the test metrics.
-
-        ``module_options`` go to :class:`lightning_epe.CandidateModule` (optimiser settings ...).
+        ``module_options`` go to :class:`lightning_epe.CandidateModule` (optimiser settings ...). With a
+        ``results_dir``, ``summary.json`` records the trained candidate and its test metrics.
         """
-        from ..module import CandidateModule
+        from ..module import fit_and_test
 
-        if self.result is None:
-            self.run(datamodule)
-        if self.result.best is None:
-            raise RuntimeError("no candidate to train: the search scored none")
-        module = CandidateModule(
-            self.result.best["candidate"], num_classes=self.num_classes or datamodule.num_classes,
-            space=self.space, build_options=self.build_options_for(datamodule), **module_options,
-        )
-        trainer.fit(module, datamodule=datamodule)
-        metrics = {k: float(v) for k, v in trainer.test(module, datamodule=datamodule, verbose=False)[0].items()}
+        if candidate is None:
+            if self.result is None:
+                self.run(datamodule)
+            if self.result.best is None:
+                raise RuntimeError("no candidate to train: the search scored none")
+            candidate = self.result.best["candidate"]
+        metrics = fit_and_test(trainer, datamodule, candidate, space=self.space,
+                               num_classes=self.num_classes or datamodule.num_classes,
+                               build_options=self.build_options_for(datamodule), **module_options)
         if self.results_dir:
             store = ResultsStore(self.results_dir)
             summary = store.read_summary()
-            summary.update({"test_accuracy": metrics.get("test_acc"), "test_metrics": metrics,
-                            "trained": self.result.best["candidate"]})
+            summary.update({"test_accuracy": metrics.get("test_acc"), "test_metrics": metrics, "trained": candidate})
             store.write_summary(summary)
         return metrics
+
+
+def _renamed_strategies(search_strategy, strategy, distributed_strategy, population, sample_size):
+    """``(search_strategy, strategy)`` from today's arguments and the deprecated ones of 0.1.
+
+    In 0.1 ``strategy`` was the search algorithm and ``distributed_strategy`` Lightning's; today
+    ``strategy`` means what it means for ``lightning.Trainer``.
+    """
+    if isinstance(strategy, str) and strategy in list_strategies():
+        if search_strategy != "random":
+            raise ValueError(f"strategy={strategy!r} is a search algorithm, and search_strategy={search_strategy!r} "
+                             "is given too: `strategy` is now Lightning's distributed strategy (auto, ddp, ...)")
+        _deprecated(f"strategy={strategy!r} (search.strategy) now means Lightning's distributed strategy, as in "
+                    f"Trainer(strategy=...); name the search algorithm with search_strategy={strategy!r} "
+                    f"(YAML: search.search_strategy)")
+        search_strategy, strategy = strategy, "auto"
+    if distributed_strategy is not None:
+        _deprecated("distributed_strategy (search.distributed_strategy) is now called strategy (search.strategy)")
+        strategy = distributed_strategy
+    if population is not None or sample_size is not None:
+        _deprecated("population/sample_size are arguments of the evolution strategy now: search_strategy="
+                    "RegularizedEvolution(population=..., sample_size=...) (YAML: search_strategy: {class_path: "
+                    "lightning_epe.search.RegularizedEvolution, init_args: {population: ..., sample_size: ...}})")
+        if search_strategy != "evolution":
+            raise ValueError(f"population/sample_size apply to the evolution strategy, not {search_strategy!r}")
+        search_strategy = RegularizedEvolution(population=20 if population is None else population,
+                                               sample_size=5 if sample_size is None else sample_size)
+    return search_strategy, strategy
+
+
+def _deprecated(message: str) -> None:
+    warnings.warn(message + "; the old form is removed in 0.3", DeprecationWarning, stacklevel=4)
 
 
 def _finite(value) -> float | None:
@@ -314,12 +257,3 @@ def _finite(value) -> float | None:
 def _finite_values(value):
     """``_finite`` of a score, or of each member score of an ensemble (a dict)."""
     return {name: _finite(v) for name, v in value.items()} if isinstance(value, dict) else _finite(value)
-
-
-def _jsonable(candidate):
-    """The form a candidate takes after a JSON round trip (tuples become lists)."""
-    return list(candidate) if isinstance(candidate, tuple) else candidate
-
-
-def _best_text(best: dict | None) -> str:
-    return "-" if best is None else f"{best['score']:.2f} ({best['arch']})"[:60]

@@ -60,18 +60,64 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-class ResultsStore:
-    """Append-only records of one search, keyed by ``trial`` (the draw number).
+class MemoryStore:
+    """The records of a search without a results directory: kept in memory, keyed by ``trial``.
+
+    The search loop talks to a store the same way with or without a directory.
+    """
+
+    path: Path | None = None
+    directory: Path | None = None
+
+    def __init__(self):
+        self.records: dict[int, dict] = {}
+        self._summary: dict = {}
+
+    def check_config(self, config: dict, force: bool = False) -> None:
+        pass
+
+    def append(self, record: dict) -> None:
+        self.records[int(record["trial"])] = record
+
+    def __contains__(self, trial: int) -> bool:
+        return trial in self.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def ordered(self) -> list[dict]:
+        return [self.records[t] for t in sorted(self.records)]
+
+    def write_summary(self, summary: dict) -> None:
+        self._summary = dict(summary)
+
+    def read_summary(self) -> dict:
+        return dict(self._summary)
+
+
+def upgrade_config(config: dict) -> dict:
+    """A ``config.json`` of lightning-epe 0.1 in today's form (so its results directories still resume):
+    ``population``/``sample_size`` became the evolution strategy's ``strategy_options``."""
+    if "population" not in config:
+        return config
+    config = dict(config)
+    options = {"population": config.pop("population"), "sample_size": config.pop("sample_size", None)}
+    config["strategy_options"] = options if config.get("strategy") == "evolution" else {}
+    return config
+
+
+class ResultsStore(MemoryStore):
+    """Append-only records of one search in a results directory, keyed by ``trial`` (the draw number).
 
     ``writer=False`` (the other processes of a distributed search) reads the directory and keeps
     records in memory, but writes nothing.
     """
 
     def __init__(self, directory: str | os.PathLike, writer: bool = True):
+        super().__init__()
         self.directory = Path(directory)
         self.writer = writer
         self.path = self.directory / SCORES
-        self.records: dict[int, dict] = {}
         if writer:
             self._check_writable()
         self._load()
@@ -111,7 +157,7 @@ class ResultsStore:
         """Record ``config``; refuse to resume a directory written by a different one unless ``force``."""
         path = self.directory / CONFIG
         if path.exists() and not force:
-            previous = json.loads(path.read_text())
+            previous = upgrade_config(json.loads(path.read_text()))
             if previous != config:
                 changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
                 raise ConfigMismatchError(
@@ -148,16 +194,7 @@ class ResultsStore:
                     f"The {len(self.records)} records already there are intact; free space (or fix the "
                     "directory) and run the same command again to resume."
                 ) from err
-        self.records[int(record["trial"])] = record
-
-    def __contains__(self, trial: int) -> bool:
-        return trial in self.records
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def ordered(self) -> list[dict]:
-        return [self.records[t] for t in sorted(self.records)]
+        super().append(record)
 
     def write_summary(self, summary: dict) -> None:
         write_json_atomic(self.directory / SUMMARY, summary)

@@ -458,8 +458,11 @@ def test_search_is_bitwise_deterministic_and_leaves_global_state_alone(policy, t
 
 
 def fake_trainer(batch_size=16):
+    """What the callback uses of a one-process Trainer (its strategy reduces a decision to itself)."""
+    one_process = types.SimpleNamespace(reduce_boolean_decision=lambda decision, all=True: decision)
     return types.SimpleNamespace(train_dataloader=BadData(batch_size=batch_size).train_dataloader(),
-                                 callback_metrics={}, loggers=[], global_step=0, should_stop=False)
+                                 callback_metrics={}, loggers=[], global_step=0, should_stop=False,
+                                 strategy=one_process)
 
 
 def test_callback_leaves_model_and_global_state_as_found():
@@ -474,7 +477,7 @@ def test_callback_leaves_model_and_global_state_as_found():
     before_model, before_global = model_state(module), global_state()
     callback = EPEScore()
     callback.on_train_start(fake_trainer(), module)
-    assert math.isfinite(callback.score)
+    assert math.isfinite(callback.value)
     assert_same_model(before_model, model_state(module))
     assert_same_global_state(before_global, global_state())
 
@@ -484,7 +487,7 @@ def test_callback_zero_gradient_network_warns_and_stops(recwarn):
     trainer = fake_trainer()
     callback = EPEScore(min_score=0.0)
     callback.on_train_start(trainer, module)
-    assert math.isnan(callback.score) and trainer.should_stop
+    assert math.isnan(callback.value) and trainer.should_stop
     assert any("NaN" in str(w.message) for w in recwarn)
 
 

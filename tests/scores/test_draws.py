@@ -256,7 +256,7 @@ def test_callback_draws_over_the_first_batches():
     expected = [epe_score(m, *b) for _, b in zip(range(3), loader())]
     callback = EPEScore(draws=Draws(3, "batches"))
     fit(callback, m)
-    assert callback.values == expected and callback.score == pytest.approx(np.mean(expected))
+    assert callback.values == expected and callback.value == pytest.approx(np.mean(expected))
 
 
 def test_callback_draws_over_inits_start_with_the_module_and_restore_it():
@@ -267,7 +267,7 @@ def test_callback_draws_over_inits_start_with_the_module_and_restore_it():
                         min_score=math.inf)  # stops before any step: the weights must be the same after
     fit(callback, m)
     assert callback.values[0] == epe_score(m, *batch) and len(set(callback.values)) == 3
-    assert callback.score == float(np.median(callback.values))
+    assert callback.value == float(np.median(callback.values))
     assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
 
 

@@ -83,7 +83,7 @@ def test_callback_logs_member_scores_of_an_ensemble():
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     data = DataLoader(TensorDataset(torch.randn(16, 3, 8, 8), torch.arange(16) % 4), batch_size=16)
     trainer.fit(module, data)
-    assert set(callback.score) == {"epe", "params"}
+    assert set(callback.value) == {"epe", "params"}
     assert "params_score" in trainer.callback_metrics
     with pytest.raises(ValueError, match="min_score needs an absolute score"):
         EPEScore(score="ensemble", min_score=1.0)

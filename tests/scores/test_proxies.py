@@ -438,16 +438,15 @@ def test_no_side_effects(tiny_batch, name, options):
     assert torch.equal(rng, torch.get_rng_state())
 
 
-@pytest.mark.parametrize("name", PROXIES)
+@pytest.mark.parametrize("name", [p for p in PROXIES if p != "params"])  # params runs no forward
 def test_no_side_effects_when_the_forward_fails(tiny_batch, name):
     x, y = tiny_batch
     net = tiny_net()
     net.classifier.register_forward_hook(lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
     before = state_of(net)
-    try:
+    with pytest.raises(RuntimeError, match="boom"):
         get_score(name)(net, x, y)
-    except RuntimeError as error:
-        assert "boom" in str(error)
+    # the failing hook is the test's own: it stays, and everything else is as before
     assert_same_state(before, state_of(net))
 
 

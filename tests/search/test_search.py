@@ -4,11 +4,13 @@ import random
 import pytest
 import torch
 
-from lightning_epe.search import ArchitectureSearch, ConfigMismatchError, ResultsStore, make_strategy
+from lightning_epe.search import (ArchitectureSearch, ConfigMismatchError, RegularizedEvolution, ResultsStore,
+                                  make_strategy)
 from lightning_epe.spaces import NB201Space
 from lightning_epe.spaces.base import CandidateSpace
 
 TINY = {"C": 2, "N": 1}
+EVOLUTION_4_2 = RegularizedEvolution(population=4, sample_size=2)
 
 
 def search(**kw):
@@ -67,7 +69,7 @@ def test_evolution_mutates_the_fittest_and_is_deterministic():
     space = NB201Space()
 
     def run():
-        strategy = make_strategy("evolution", space, 40, 3, population=8, sample_size=3)
+        strategy = make_strategy(RegularizedEvolution(population=8, sample_size=3), space, 40, 3)
         asked = []
         while (c := strategy.ask()) is not None:
             asked.append(c)
@@ -131,13 +133,12 @@ def test_all_failing_is_a_clear_error(tiny_data):
 
 
 def test_resume_scores_only_missing_trials_and_equals_uninterrupted_run(tiny_data, tmp_path):
-    full = search(results_dir=str(tmp_path / "full"), strategy="evolution", budget=12, population=4,
-                  sample_size=2).run(tiny_data)
+    full = search(results_dir=str(tmp_path / "full"), search_strategy=EVOLUTION_4_2, budget=12).run(tiny_data)
     part = tmp_path / "part"
-    search(results_dir=str(part), strategy="evolution", budget=12, population=4, sample_size=2).run(tiny_data)
+    search(results_dir=str(part), search_strategy=EVOLUTION_4_2, budget=12).run(tiny_data)
     lines = (part / "scores.jsonl").read_text().splitlines(keepends=True)
     (part / "scores.jsonl").write_text("".join(lines[:5]) + lines[5][:17])  # killed mid-write
-    resumed = search(results_dir=str(part), strategy="evolution", budget=12, population=4, sample_size=2)
+    resumed = search(results_dir=str(part), search_strategy=EVOLUTION_4_2, budget=12)
     calls = []
     original = resumed.score_candidate
     resumed.score_candidate = lambda *a, **k: calls.append(a[1]) or original(*a, **k)

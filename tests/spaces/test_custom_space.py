@@ -12,7 +12,7 @@ def test_documented_custom_space_example_runs(tiny_data):
     namespace: dict = {}
     exec(code, namespace)
     space = namespace["WidthSpace"]()
-    result = ArchitectureSearch(space, strategy="exhaustive", budget=None, accelerator="cpu",
+    result = ArchitectureSearch(space, search_strategy="exhaustive", budget=None, accelerator="cpu",
                                 progress=False).run(tiny_data)
     assert [r["candidate"] for r in result.records] == [8, 16, 32, 64]
     assert all(r["error"] is None for r in result.records) and result.best["candidate"] in space.widths

@@ -38,7 +38,7 @@ def test_build_untrained_with_data_shape_and_score():
 def test_search_over_timm_records_failures_and_goes_on(tiny_data):
     # vit_tiny expects 224x224 inputs: it fails on 8x8 images and is recorded, the others are scored
     space = TimmSpace(["vit_tiny_patch16_224", "resnet10t", "lcnet_050"])
-    result = ArchitectureSearch(space, strategy="exhaustive", budget=None, accelerator="cpu",
+    result = ArchitectureSearch(space, search_strategy="exhaustive", budget=None, accelerator="cpu",
                                 progress=False).run(tiny_data)
     by = {r["candidate"]: r for r in result.records}
     assert by["vit_tiny_patch16_224"]["error"] is not None and by["vit_tiny_patch16_224"]["score"] is None

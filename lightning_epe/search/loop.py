@@ -1,0 +1,166 @@
+"""One run of an :class:`ArchitectureSearch`, in the shape of Lightning's loops.
+
+``on_run_start`` (processes, store, strategy, batches) -> repeated ``advance`` (ask a round of
+candidates, score this process's share, gather every process's records) and ``on_advance_end``
+(persist, tell the strategy, progress) -> ``on_run_end`` (summary, leaderboard). The state of the
+run lives on the loop object; a search without a results directory keeps its records in a
+:class:`MemoryStore`, so the steps do not branch on it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Hashable
+
+from .batches import ScoringBatches
+from .distributed import Workers
+from .progress import console, leaderboard, search_progress
+from .store import MemoryStore, ResultsStore, best_record
+from .strategies import make_strategy
+
+if TYPE_CHECKING:
+    from .search import ArchitectureSearch
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """Every record of a search (in trial order) and the best one (None if none scored)."""
+
+    records: list[dict]
+    best: dict | None
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.records if r.get("error") is not None]
+
+
+class SearchLoop:
+    """Runs ``search`` over ``datamodule`` once: ``run()`` returns the :class:`SearchResult`."""
+
+    def __init__(self, search: ArchitectureSearch, datamodule):
+        self.search, self.datamodule = search, datamodule
+        self.records: list[dict] = []  # in trial order: replayed and newly scored
+        self.round: list[tuple[int, Hashable]] = []  # (trial, candidate) pairs of the current round
+        self.gathered: list[dict] = []  # the current round's records, from every process
+        self.best: dict | None = None
+        self.done = False
+
+    def run(self) -> SearchResult:
+        self.on_run_start()
+        try:
+            with search_progress(self.total, len(self.replayed_trials), enabled=self.reporting,
+                                 draws=self.search.draws.k) as self.update_progress:
+                while not self.done:
+                    self.advance()
+                    if not self.done:
+                        self.on_advance_end()
+        except KeyboardInterrupt:
+            if self.store.path is not None:
+                console.print(f"[yellow]Interrupted. {len(self.store)} records are safe in {self.store.path}; "
+                              "run the same command again to resume.")
+            raise
+        return self.on_run_end()
+
+    # ------------------------------------------------------------------------------------ steps
+    def on_run_start(self) -> None:
+        search, datamodule = self.search, self.datamodule
+        self.workers = Workers(search.accelerator, search.devices, search.num_nodes, search.strategy)
+        self.num_classes = search.num_classes or getattr(datamodule, "num_classes", None)
+        if not self.num_classes:
+            raise ValueError("num_classes is unknown: pass num_classes= or use a datamodule with a num_classes attribute")
+        self.store = (ResultsStore(search.results_dir, writer=self.workers.is_main) if search.results_dir
+                      else MemoryStore())
+        self.store.check_config(search.config(datamodule), force=search.force)
+        self.strategy = make_strategy(search.search_strategy, search.space, search.budget, search.seed)
+        self.workers.prepare_data(datamodule)
+        self.batches = ScoringBatches(datamodule, search.batch_size, search.batch_policy, search.seed,
+                                      self.workers.device, num_classes=self.num_classes)
+        self.build_options = search.build_options_for(datamodule)
+        self.total = search.budget if search.budget is not None else len(search.space)
+        self.replayed_trials = {t for t in range(self.total) if t in self.store}
+        self.best = best_record(self.store.records.values())
+        self.started = time.perf_counter()
+
+    def advance(self) -> None:
+        """Ask a round (one candidate per process), score this process's share, gather the records."""
+        self.round = self._ask_round()
+        if not self.round:
+            self.done = True
+            return
+        rank, world = self.workers.rank, self.workers.world_size
+        mine = [self._stored(trial, candidate)
+                or self.search.score_candidate(candidate, trial, self.batches, self.num_classes,
+                                               self.workers.device, self.build_options)
+                for trial, candidate in self.round[rank::world]]
+        self.gathered = sorted(self.workers.gather(mine), key=lambda r: r["trial"])
+
+    def on_advance_end(self) -> None:
+        """Persist the newly scored records, tell the strategy their scores, advance the progress bar."""
+        self.records.extend(self.gathered)
+        if self.search.relative:  # provisional ranks among the candidates so far
+            self.search.rank(self.records)
+            self.best = best_record(self.records)
+        for record in self.gathered:
+            if record["trial"] in self.store:  # replayed from the results directory
+                continue
+            self.store.append(record)
+            self.best = best_record([self.best, record] if self.best else [record])
+            self.update_progress(_best_text(self.best))
+        for (_, candidate), record in zip(self.round, self.records[-len(self.round):]):
+            self.strategy.tell(candidate, record["score"])
+
+    def on_run_end(self) -> SearchResult:
+        best = best_record(self.records)
+        result = SearchResult(self.records, best)
+        if self.workers.is_main:
+            self._write_summary(best, time.perf_counter() - self.started)
+            if self.search.progress:
+                console.print(leaderboard(self.records))
+        if best is None and self.records:
+            where = f" in {self.store.path}" if self.store.path is not None else ""
+            raise RuntimeError(f"none of the {len(self.records)} candidates got a score (all failed or NaN); "
+                               f"see the errors{where}")
+        return result
+
+    # ---------------------------------------------------------------------------------- helpers
+    @property
+    def reporting(self) -> bool:
+        return self.search.progress and self.workers.is_main
+
+    def _ask_round(self) -> list[tuple[int, Hashable]]:
+        """Up to one (trial, candidate) pair per process."""
+        round_: list[tuple[int, Hashable]] = []
+        first = len(self.records)
+        while len(round_) < self.workers.world_size and (candidate := self.strategy.ask()) is not None:
+            round_.append((first + len(round_), candidate))
+        return round_
+
+    def _stored(self, trial: int, candidate: Hashable) -> dict | None:
+        stored = self.store.records.get(trial)
+        if stored is not None and stored["candidate"] != _jsonable(candidate):
+            raise RuntimeError(
+                f"trial {trial} in {self.store.path} scored {stored['candidate']!r} but this search "
+                f"proposes {candidate!r}: the results directory belongs to another search"
+            )
+        return stored
+
+    def _write_summary(self, best: dict | None, seconds: float) -> None:
+        summary = self.store.read_summary()
+        summary.update({
+            "best": None if best is None else {k: best[k] for k in ("trial", "candidate", "arch", "score")},
+            "scored": sum(r["score"] is not None for r in self.records),
+            "nan": sum(r["score"] is None and r["error"] is None for r in self.records),
+            "failed": sum(r["error"] is not None for r in self.records),
+            "score_seconds_total": round(sum(r["seconds"] for r in self.records), 3),
+            "last_run_seconds": round(seconds, 3),
+        })
+        self.store.write_summary(summary)
+
+
+def _jsonable(candidate):
+    """The form a candidate takes after a JSON round trip (tuples become lists)."""
+    return list(candidate) if isinstance(candidate, tuple) else candidate
+
+
+def _best_text(best: dict | None) -> str:
+    return "-" if best is None else f"{best['score']:.2f} ({best['arch']})"[:60]

@@ -1,7 +1,7 @@
 """lightning-epe: training-free neural architecture search (EPE-NAS) for PyTorch Lightning."""
 from importlib import import_module
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 # Lightning-dependent names load lazily so that ``lightning_epe.scores``/``spaces`` stay light.
 _LAZY = {

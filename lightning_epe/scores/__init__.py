@@ -8,6 +8,7 @@ from ._validation import check_batch, check_labels, logits_of
 from .draws import Draws, draw_seed, rank_draws, reinitialising, score_draws, score_module, seeded
 from .ensemble import DEFAULT_MEMBERS, ensemble_scores, rank_ensemble
 from .epe import epe_score
+from .fused import score_many
 from .gradient_proxies import grad_norm_score, snip_score
 from .jacob_cov import jacob_cov_score
 from .naswot import naswot_score
@@ -19,5 +20,5 @@ __all__ = [
     "DEFAULT_MEMBERS", "Draws", "ScoreInfo", "available", "check_batch", "check_labels", "draw_seed",
     "ensemble_scores", "epe_score", "flops_score", "get_score", "grad_norm_score", "jacob_cov_score",
     "list_scores", "logits_of", "naswot_score", "params_score", "rank_draws", "rank_ensemble", "register_score",
-    "reinitialising", "score_draws", "score_info", "score_module", "seeded", "snip_score", "synflow_score", "unregister_score",
+    "reinitialising", "score_draws", "score_info", "score_many", "score_module", "seeded", "snip_score", "synflow_score", "unregister_score",
 ]

@@ -64,11 +64,12 @@ def ensemble_scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
                     members: Sequence[str] = DEFAULT_MEMBERS, **options) -> dict[str, float]:
     """The member scores of one network (a dict ``{member: value}``); combine several with ``rank_ensemble``.
 
-    ``options`` are passed to the members that accept them (e.g. ``class_count`` to ``epe``).
+    ``options`` are passed to the members that accept them (e.g. ``class_count`` to ``epe``). Members
+    that read the same pass of the network share it (``score_many``).
     """
-    values = {}
-    for name in _check_members(members):
-        fn = get_score(name)
-        parameters = inspect.signature(fn).parameters
-        values[name] = float(fn(model, inputs, targets, **{k: v for k, v in options.items() if k in parameters}))
-    return values
+    from .fused import score_many  # the fused scorer imports the scores; they do not import the ensemble
+
+    members = _check_members(members)
+    accepted = {name: inspect.signature(get_score(name)).parameters for name in members}
+    per_member = {name: {k: v for k, v in options.items() if k in accepted[name]} for name in members}
+    return score_many(model, inputs, targets, members, {n: o for n, o in per_member.items() if o})

@@ -151,9 +151,15 @@ def epe_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
     with scoring_context(model, device), \
             (contextlib.nullcontext() if reference else fast_cpu_ops(device)):
         jacobian, logits = input_gradient(model, inputs, dtype=run_dtype)
-    count = resolve_class_count(class_count, logits.shape[-1], targets)
+    return epe_from_jacobian(jacobian, targets, logits.shape[-1], class_count=class_count, reference=reference)
+
+
+def epe_from_jacobian(jacobian: torch.Tensor, targets: torch.Tensor, num_logits: int, *,
+                      class_count: ClassCount = "official", reference: bool = False) -> float:
+    """The EPE-NAS score of an input gradient ``J`` (B, D) with labels (B,) (steps 2-3 of the spec)."""
+    count = resolve_class_count(class_count, num_logits, targets)
     if reference:
         per_class = _official_class_scores(jacobian.cpu().numpy(), targets.cpu().numpy(), count)
     else:
-        per_class = _torch_class_scores(jacobian, targets, count)
+        per_class = _torch_class_scores(jacobian, targets.to(jacobian.device), count)
     return combine_class_scores(per_class, count)

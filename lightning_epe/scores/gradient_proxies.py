@@ -22,8 +22,9 @@ from ._validation import check_batch, check_labels, logits_of, model_device, pre
 from .registry import register_score
 
 
-def _loss_gradients(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
+def loss_gradients(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
                     score: str) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """The measured weights and the gradient of the batch's cross-entropy w.r.t. each (None: unused)."""
     if targets is None:
         raise ValueError(f"{score} needs labels: pass integer class targets of shape (B,)")
     inputs, targets = check_batch(inputs, targets)
@@ -57,12 +58,7 @@ def grad_norm_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
         inputs: float tensor (B, ...) with B >= 2.
         targets: integer labels (B,), below the number of logits.
     """
-    weights, grads = _loss_gradients(model, inputs, targets, "grad_norm")
-    total = 0.0
-    for g in grads:
-        if g is not None:
-            total += float(torch.linalg.vector_norm(g.detach().to(torch.float64)))
-    return total
+    return grad_norm_from_gradients(*loss_gradients(model, inputs, targets, "grad_norm"))
 
 
 @register_score("snip", needs_labels=True, data_dependent=True)
@@ -74,7 +70,20 @@ def snip_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) ->
         inputs: float tensor (B, ...) with B >= 2.
         targets: integer labels (B,), below the number of logits.
     """
-    weights, grads = _loss_gradients(model, inputs, targets, "snip")
+    return snip_from_gradients(*loss_gradients(model, inputs, targets, "snip"))
+
+
+def grad_norm_from_gradients(weights: list[torch.Tensor], grads: list[torch.Tensor | None]) -> float:
+    """grad_norm from ``loss_gradients``' result (the fused scorer shares one backward with snip)."""
+    total = 0.0
+    for g in grads:
+        if g is not None:
+            total += float(torch.linalg.vector_norm(g.detach().to(torch.float64)))
+    return total
+
+
+def snip_from_gradients(weights: list[torch.Tensor], grads: list[torch.Tensor | None]) -> float:
+    """snip from ``loss_gradients``' result."""
     total = 0.0
     for w, g in zip(weights, grads):
         if g is not None:

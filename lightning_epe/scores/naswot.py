@@ -17,6 +17,7 @@ Two modes:
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 import torch
@@ -51,13 +52,21 @@ def naswot_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor |
     gets the same code). In clean mode a network with no activation module raises ``ValueError``
     (functional activations such as ``F.relu`` cannot be hooked).
     """
-    if mode not in ("clean", "official"):
-        raise ValueError(f"mode must be 'clean' or 'official', got {mode!r}")
     inputs, _ = check_batch(inputs, None)
     device = model_device(model, inputs.device)
     inputs = prepare_inputs(model, inputs, device)
-    batch = inputs.shape[0]
+    kernel_hooks, kernel = naswot_hooks(model, inputs.shape[0], device, mode=mode, activations=activations)
+    with scoring_context(model, device), kernel_hooks, torch.no_grad():
+        model(inputs)
+    return kernel.logdet()
 
+
+def naswot_hooks(model: nn.Module, batch: int, device: torch.device, *, mode: Mode = "clean",
+                 activations: ActivationSpec = None) -> tuple[contextlib.AbstractContextManager, HammingKernel]:
+    """``(hooks, kernel)``: inside ``hooks``, a forward of a batch of ``batch`` adds every hooked activation
+    to ``kernel``; the score is ``kernel.logdet()``. (The fused scorer runs them in a shared forward.)"""
+    if mode not in ("clean", "official"):
+        raise ValueError(f"mode must be 'clean' or 'official', got {mode!r}")
     if mode == "official":
         if activations is not None:
             raise ValueError("activations= applies to mode='clean'; the official mode matches 'ReLU' in the type name")
@@ -94,6 +103,4 @@ def naswot_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor |
                 kernel.add(x)
         return hook
 
-    with scoring_context(model, device), hooks(modules, make_hook, pre=(mode == "clean")), torch.no_grad():
-        model(inputs)
-    return kernel.logdet()
+    return hooks(modules, make_hook, pre=(mode == "clean")), kernel

@@ -12,20 +12,20 @@ cells it is reported on. Writes ``--out`` (CSV, one row per subset) and prints a
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 
 import numpy as np
+from _common import NB201_TRUTH, read_rows, replace_csv
 
 from lightning_epe.benchmark import rank_correlations
 from lightning_epe.scores import rank_ensemble
 
 
 def load(epe_csv: str, proxies_csv: str, truth_csv: str, target: str):
-    epe = {int(r["index"]): float(r["epe"]) for r in csv.DictReader(open(epe_csv, newline=""))}
-    unique = {int(r["index"]): r for r in csv.DictReader(open(proxies_csv, newline=""))}  # two writers may overlap
+    epe = {int(r["index"]): float(r["epe"]) for r in read_rows(epe_csv)}
+    unique = {int(r["index"]): r for r in read_rows(proxies_csv)}  # two writers may overlap
     rows = [unique[i] for i in epe if i in unique]  # in the sample's order
-    truth = {int(r["index"]): float(r[target]) for r in csv.DictReader(open(truth_csv, newline=""))}
+    truth = {int(r["index"]): float(r[target]) for r in read_rows(truth_csv)}
     names = ["epe"] + [c for c in rows[0] if c not in ("index", "arch_str", "seed")]
     table = [{"epe": epe[int(r["index"])], **{n: float(r[n]) for n in names[1:]}} for r in rows]
     return names, table, np.array([truth[int(r["index"])] for r in rows])
@@ -39,7 +39,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epe", default="docs/benchmarks/nb201_cifar10.csv")
     p.add_argument("--proxies", default="docs/benchmarks/nb201_cifar10_proxies.csv")
-    p.add_argument("--truth", default="../shared/data/nb201/nb201_accuracies.csv")
+    p.add_argument("--truth", default=NB201_TRUTH)
     p.add_argument("--target", default="cifar10_valid_acc")
     p.add_argument("--out", default="docs/benchmarks/nb201_cifar10_ensembles.csv")
     args = p.parse_args()
@@ -53,10 +53,8 @@ def main() -> None:
                             "tau_heldout": tau(table[held], members, truth[held]),
                             "tau_all": tau(table, members, truth)})
     results.sort(key=lambda r: -r["tau_select"])
-    with open(args.out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(results[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({**r, **{k: f"{v:.4f}" for k, v in r.items() if k.startswith("tau")}} for r in results)
+    replace_csv(args.out, list(results[0]),
+                ({**r, **{k: f"{v:.4f}" for k, v in r.items() if k.startswith("tau")}} for r in results))
     best = results[0]
     singles = sorted((r for r in results if r["k"] == 1), key=lambda r: -r["tau_all"])
     print(f"{len(table)} cells; target {args.target}; chosen on the even rows: {best['members']}\n")

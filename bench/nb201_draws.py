@@ -32,7 +32,6 @@ CIFAR-10 validation accuracy against k = 1 on the same cells with a paired boots
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -40,11 +39,12 @@ import time
 
 import numpy as np
 import torch
+from _common import CIFAR10_SAMPLE, NB201_TRUTH, CsvAppender, kendall_tau_b, load_batch, read_rows, replace_csv
+from nb201_table import sample_cells
 
 from lightning_epe.benchmark.draws import DRAW_COLUMN, KINDS
 from lightning_epe.scores import Draws, draw_seed, epe_score, seeded
 from lightning_epe.spaces import NB201Space
-from nb201_table import MEAN, STD, sample_cells
 
 MAX_DRAWS = 8
 ROWS = 128
@@ -52,16 +52,7 @@ ROWS = 128
 
 def load_batches(path: str, count: int = MAX_DRAWS) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Batch j: rows 128 * (j + 1) ... + 127 of the sample, modulo its length, CIFAR-10 normalised."""
-    data = np.load(path)
-    n = len(data["y"])
-    mean = torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1)
-    batches = []
-    for j in range(count):
-        rows = (ROWS * (j + 1) + np.arange(ROWS)) % n
-        x = torch.from_numpy(data["x"][rows]).permute(0, 3, 1, 2).float().div(255.0)
-        batches.append((((x - mean) / std).contiguous(), torch.from_numpy(data["y"][rows]).to(torch.int64)))
-    return batches
+    return [load_batch(path, ROWS, start=ROWS * (j + 1)) for j in range(count)]
 
 
 def draw_columns(batches: int, inits: int) -> list[str]:
@@ -100,13 +91,6 @@ def score_cell(space: NB201Space, index: int, batches, columns: list[str]) -> di
     return row
 
 
-def read_rows(path: str) -> list[dict]:
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def filled_columns(rows: list[dict]) -> dict[int, set[str]]:
     """Per cell, the draw columns some row of it holds (a cell may have several rows before ``merge``)."""
     filled: dict[int, set[str]] = {}
@@ -130,12 +114,7 @@ def merge(argv: list[str]) -> int:
                 raise SystemExit(f"cell {row['index']}: two different values of {column}")
             into[column] = into[column] or row[column]
     order = {index: k for k, index in enumerate(sample_cells(args.cells, args.sample_seed))}
-    tmp = args.out + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(sorted(merged.values(), key=lambda r: order.get(int(r["index"]), len(order))))
-    os.replace(tmp, args.out)
+    replace_csv(args.out, FIELDS, sorted(merged.values(), key=lambda r: order.get(int(r["index"]), len(order))))
     print(f"{args.out}: {len(merged)} cells")
     return 0
 
@@ -151,12 +130,12 @@ def add_k4(argv: list[str]) -> int:
     p.add_argument("--table", default="docs/benchmarks/nb201_cifar10.csv")
     p.add_argument("--combine", choices=("mean", "median", "rank"), default="mean")
     args = p.parse_args(argv)
-    with open(args.draws, newline="") as f:
-        draws = {int(r["index"]): [float(r[f"epe@b{j}"] or "nan") for j in range(4)] for r in csv.DictReader(f)}
-    with open(args.table, newline="") as f:
-        reader = csv.DictReader(f)
-        fields = [c for c in reader.fieldnames if c != "epe_k4"] + ["epe_k4"]
-        rows = list(reader)
+    draws = {int(r["index"]): [float(r[f"epe@b{j}"] or "nan") for j in range(4)] for r in read_rows(args.draws)}
+    rows = read_rows(args.table)
+    if not rows:
+        print(f"{args.table} has no cells")
+        return 1
+    fields = [c for c in rows[0] if c != "epe_k4"] + ["epe_k4"]
     missing = [r["index"] for r in rows if int(r["index"]) not in draws]
     if missing:
         print(f"{len(missing)} cells of {args.table} have no draws in {args.draws} (first: {missing[:5]})")
@@ -170,21 +149,9 @@ def add_k4(argv: list[str]) -> int:
         values = [rule.combine_values(draws[int(r["index"])]) for r in rows]
     for row, value in zip(rows, values):
         row["epe_k4"] = repr(float(value))
-    tmp = args.table + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, args.table)
+    replace_csv(args.table, fields, rows)
     print(f"epe_k4 ({args.combine} of draws b0..b3) written for {len(rows)} cells of {args.table}")
     return 0
-
-
-def _tau(a: np.ndarray, b: np.ndarray) -> float:
-    """Kendall tau-b with NaN scores tied below every other score (as lightning_epe.benchmark ranks them)."""
-    from scipy.stats import kendalltau
-
-    return float(kendalltau(np.where(np.isnan(a), -np.inf, a), np.where(np.isnan(b), -np.inf, b)).statistic)
 
 
 def _search_outcome(joined, series) -> list[str]:
@@ -215,13 +182,14 @@ def _search_outcome(joined, series) -> list[str]:
 
 def report(argv: list[str]) -> int:
     """The k-table, the agreement between single draws, and bootstrap intervals (see the module docstring)."""
+    from nb201_table import TRUTH_COLUMNS
+
     from lightning_epe.benchmark import draw_series, join, load_ground_truth, read_scores, run_benchmark
     from lightning_epe.benchmark.draws import combine
-    from nb201_table import TRUTH_COLUMNS
 
     p = argparse.ArgumentParser(prog="nb201_draws.py report")
     p.add_argument("--draws", default="docs/benchmarks/nb201_cifar10_draws.csv")
-    p.add_argument("--truth", default="../shared/data/nb201/nb201_accuracies.csv")
+    p.add_argument("--truth", default=NB201_TRUTH)
     p.add_argument("--dir", default="docs/benchmarks")
     p.add_argument("--resamples", type=int, default=1000)
     args = p.parse_args(argv)
@@ -239,7 +207,7 @@ def report(argv: list[str]) -> int:
     for over, label in (("batches", "batch j vs batch j' (same initialisation)"),
                         ("inits", "initialisation j vs j' (same batch)"), ("both", "draw j vs j' (batch and init)")):
         names = series[("epe", over)]
-        taus = [_tau(joined.scores[a][full], joined.scores[b][full])
+        taus = [kendall_tau_b(joined.scores[a][full], joined.scores[b][full])
                 for i, a in enumerate(names) for b in names[i + 1:]]
         md.append(f"| {label} | {len(taus)} | {np.mean(taus):.3f} | {min(taus):.3f} | {max(taus):.3f} |")
     md += ["", "## Reproducibility of a k-draw ranking", "",
@@ -253,7 +221,7 @@ def report(argv: list[str]) -> int:
         cells = []
         for k in (1, 2, 4):
             groups = [combine(values[:, g * k:(g + 1) * k], "mean") for g in range(len(names) // k)]
-            cells.append(np.mean([_tau(groups[g], groups[g + 1]) for g in range(0, len(groups) - 1, 2)]))
+            cells.append(np.mean([kendall_tau_b(groups[g], groups[g + 1]) for g in range(0, len(groups) - 1, 2)]))
         md.append(f"| {over} | " + " | ".join(f"{t:.3f}" for t in cells) + " |")
     md += _search_outcome(joined, series)
     rng = np.random.default_rng(0)
@@ -272,11 +240,11 @@ def report(argv: list[str]) -> int:
         boot = []
         for _ in range(args.resamples):
             pick = rng.integers(0, cells, cells)
-            boot.append(_tau(combined[pick], truth[pick]) - _tau(single[pick], truth[pick]))
+            boot.append(kendall_tau_b(combined[pick], truth[pick]) - kendall_tau_b(single[pick], truth[pick]))
         lo, hi = np.percentile(boot, [2.5, 97.5])
-        base = _tau(single, truth)
-        md.append(f"| {over} | {cells} | {k} | {rule} | {_tau(combined, truth):.3f} | {base:.3f} | "
-                  f"{_tau(combined, truth) - base:+.3f} | [{lo:+.3f}, {hi:+.3f}] |")
+        base = kendall_tau_b(single, truth)
+        md.append(f"| {over} | {cells} | {k} | {rule} | {kendall_tau_b(combined, truth):.3f} | {base:.3f} | "
+                  f"{kendall_tau_b(combined, truth) - base:+.3f} | [{lo:+.3f}, {hi:+.3f}] |")
     path = os.path.join(args.dir, "nb201_cifar10_k_noise.md")
     with open(path, "w") as f:
         f.write("\n".join(md) + "\n")
@@ -300,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"cells (a prefix of the sample) with {MAX_DRAWS} draws of every kind")
     p.add_argument("--batches", type=int, default=4, help="draws over batches for every cell")
     p.add_argument("--inits", type=int, default=1, help="draws over inits and over both for every cell")
-    p.add_argument("--data", default="../shared/data/cifar10/cifar10_sample.npz")
+    p.add_argument("--data", default=CIFAR10_SAMPLE)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--shard", default="0/1", help="K/N: the cells at positions = K mod N (see nb201_table.py)")
     args = p.parse_args(argv)
@@ -323,19 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         if missing and position % shards == shard:
             todo.append((index, missing))
     print(f"{args.out}: {len(todo)} cells to score in shard {args.shard}", flush=True)
-    new_file = not os.path.exists(args.out) or os.path.getsize(args.out) == 0
     start = time.perf_counter()
-    with open(args.out, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
-        if new_file:
-            writer.writeheader()
-            f.flush()
+    with CsvAppender(args.out, FIELDS) as out:
         for n, (index, missing) in enumerate(todo, start=1):
             row = score_cell(space, index, batches, missing)
-            writer.writerow({"index": index, "arch_str": space.arch(index), "seed": index,
-                             **{k: _fmt(row.get(k)) for k in FIELDS[3:]}})
-            f.flush()
-            os.fsync(f.fileno())
+            out.append({"index": index, "arch_str": space.arch(index), "seed": index,
+                        **{k: _fmt(row.get(k)) for k in FIELDS[3:]}})
             elapsed = time.perf_counter() - start
             print(f"[{n}/{len(todo)}] index {index}: {len(missing)} draws "
                   f"({elapsed:.0f}s, ETA {elapsed / n * (len(todo) - n):.0f}s)", flush=True)

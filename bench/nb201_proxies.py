@@ -12,15 +12,14 @@ column per other proxy. Resumable (rows appended and flushed; done indices skipp
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import time
 
 import torch
+from _common import CIFAR10_SAMPLE, CsvAppender, load_batch, read_rows
+from nb201_table import done_indices
 
 from lightning_epe.scores import available, get_score, score_info
 from lightning_epe.spaces import NB201Space
-from nb201_table import done_indices, load_batch
 
 PROXIES = [name for name in available() if name != "epe" and not score_info(name).relative]
 
@@ -29,7 +28,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cells", default="docs/benchmarks/nb201_cifar10.csv", help="CSV with index, arch_str, seed")
     p.add_argument("--out", default="docs/benchmarks/nb201_cifar10_proxies.csv")
-    p.add_argument("--data", default="../shared/data/cifar10/cifar10_sample.npz")
+    p.add_argument("--data", default=CIFAR10_SAMPLE)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--limit", type=int, default=None, help="only the first N cells of --cells")
     p.add_argument("--threads", type=int, default=None)
@@ -38,17 +37,12 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    with open(args.cells, newline="") as f:
-        rows = list(csv.DictReader(f))[: args.limit]
+    rows = read_rows(args.cells)[: args.limit]
     if args.reverse:
         rows.reverse()
     x, y = load_batch(args.data, args.batch)
     space, done = NB201Space(), done_indices(args.out)
-    new_file = not os.path.exists(args.out) or os.path.getsize(args.out) == 0
-    with open(args.out, "a", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        if new_file:
-            writer.writerow(["index", "arch_str", "seed", *PROXIES])
+    with CsvAppender(args.out, ["index", "arch_str", "seed", *PROXIES]) as out:
         for n, row in enumerate(rows, start=1):
             index, seed = int(row["index"]), int(row["seed"])
             if index in done:
@@ -57,8 +51,7 @@ def main() -> None:
             torch.manual_seed(seed)
             model = space.build(index, num_classes=10, C=16, N=5).train()
             values = [get_score(name)(model, x, y) for name in PROXIES]
-            writer.writerow([index, row["arch_str"], seed, *map(repr, values)])
-            f.flush()
+            out.append([index, row["arch_str"], seed, *map(repr, values)])
             print(f"{n}/{len(rows)} index {index}: {time.perf_counter() - start:.2f}s", flush=True)
 
 

@@ -7,24 +7,29 @@ with ``DEFAULT_MEMBERS``) and runs ``run_benchmark`` on it (``nb201_cifar10_prox
 """
 from __future__ import annotations
 
-import csv
+import argparse
+
+from _common import NB201_TRUTH, read_rows, replace_csv
+from nb201_table import TRUTH_COLUMNS
 
 from lightning_epe.benchmark import run_benchmark
 from lightning_epe.scores import DEFAULT_MEMBERS, rank_ensemble
 
 DIR = "docs/benchmarks"
-TRUTH = "../shared/data/nb201/nb201_accuracies.csv"
-COLUMNS = ["cifar10_valid_acc", "cifar10_test_acc", "cifar100_test_acc", "imagenet16_120_test_acc"]
 
-epe = {r["index"]: r["epe"] for r in csv.DictReader(open(f"{DIR}/nb201_cifar10.csv", newline=""))}
-rows = list(csv.DictReader(open(f"{DIR}/nb201_cifar10_proxies.csv", newline="")))
-for row in rows:
-    row["epe"] = epe[row["index"]]
-ensemble = rank_ensemble([{k: float(v) for k, v in row.items() if k not in ("index", "arch_str", "seed")}
-                          for row in rows], DEFAULT_MEMBERS)
-out = f"{DIR}/nb201_cifar10_proxies_scored.csv"
-with open(out, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=[*rows[0], "ensemble"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({**row, "ensemble": repr(value)} for row, value in zip(rows, ensemble))
-run_benchmark(out, TRUTH, DIR, truth_columns=COLUMNS, plots=False, prefix="nb201_cifar10_proxies_")
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    epe = {r["index"]: r["epe"] for r in read_rows(f"{DIR}/nb201_cifar10.csv")}
+    rows = read_rows(f"{DIR}/nb201_cifar10_proxies.csv")
+    for row in rows:
+        row["epe"] = epe[row["index"]]
+    ensemble = rank_ensemble([{k: float(v) for k, v in row.items() if k not in ("index", "arch_str", "seed")}
+                              for row in rows], DEFAULT_MEMBERS)
+    out = f"{DIR}/nb201_cifar10_proxies_scored.csv"
+    replace_csv(out, [*rows[0], "ensemble"], ({**row, "ensemble": repr(value)} for row, value in zip(rows, ensemble)))
+    run_benchmark(out, NB201_TRUTH, DIR, truth_columns=TRUTH_COLUMNS, plots=False, prefix="nb201_cifar10_proxies_")
+
+
+if __name__ == "__main__":
+    main()

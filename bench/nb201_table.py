@@ -39,25 +39,13 @@ import time
 
 import numpy as np
 import torch
+from _common import CIFAR10_SAMPLE, NB201_TRUTH, CsvAppender, load_batch, read_rows
 
 from lightning_epe.scores import epe_score
 from lightning_epe.spaces import NB201Space
 
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2470, 0.2435, 0.2616)
 COLUMNS = {"reference": "epe", "default": "epe_default", "float64": "epe_float64"}
 SPACE_SIZE = 15625
-
-
-def load_batch(path: str, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed scoring batch: first ``batch`` rows, scaled to [0, 1], CIFAR-10 normalised."""
-    data = np.load(path)
-    x = torch.from_numpy(data["x"][:batch]).permute(0, 3, 1, 2).float().div(255.0)
-    mean = torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1)
-    x = ((x - mean) / std).contiguous()
-    y = torch.from_numpy(data["y"][:batch]).to(torch.int64)
-    return x, y
 
 
 def sample_cells(cells: int, sample_seed: int) -> list[int]:
@@ -75,18 +63,14 @@ def score_cell(space: NB201Space, index: int, seed: int, x: torch.Tensor, y: tor
 
 
 def done_indices(path: str) -> set[int]:
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
-        return set()
-    with open(path, newline="") as f:
-        return {int(row["index"]) for row in csv.DictReader(f) if row.get("index")}
+    return {int(row["index"]) for row in read_rows(path) if row.get("index")}
 
 
 TRUTH_COLUMNS = ["cifar10_valid_acc", "cifar10_test_acc", "cifar100_test_acc", "imagenet16_120_test_acc"]
 
 
 def _read(path: str, column: str) -> dict[int, tuple[str, str, float]]:
-    with open(path, newline="") as f:
-        return {int(r["index"]): (r["arch_str"], r.get("seed", ""), float(r[column])) for r in csv.DictReader(f)}
+    return {int(r["index"]): (r["arch_str"], r.get("seed", ""), float(r[column])) for r in read_rows(path)}
 
 
 def _corr_md(rows: list[dict]) -> list[str]:
@@ -104,7 +88,7 @@ def report(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(prog="nb201_table.py report")
     p.add_argument("--dir", default="docs/benchmarks")
-    p.add_argument("--truth", default="../shared/data/nb201/nb201_accuracies.csv")
+    p.add_argument("--truth", default=NB201_TRUTH)
     p.add_argument("--zc", default="../shared/data/nb201/zc_nasbench201_subset.csv")
     p.add_argument("--runs", type=int, default=500)
     args = p.parse_args(argv)
@@ -160,8 +144,7 @@ def report(argv: list[str]) -> int:
             r = rank_correlations([ours[i][2] for i in overlap], [theirs[i][2] for i in overlap])
             md += ["", f"Cells in both our sample and theirs: {len(overlap)}; rank agreement of our epe with their "
                        f"epe_nas on them: tau-b {r['tau']:.3f}, rho {r['rho']:.3f} ({r['n_nan']} NaN in ours)."]
-        with open(args.zc, newline="") as f:
-            zc_rows = list(csv.DictReader(f))
+        zc_rows = read_rows(args.zc)
         md += ["", "Their epe_nas per data set against their own `val_accuracy` column (each data set scored on "
                    "its own batch by NASLib's port):", "", "| data set | cells | tau-b | rho |", "|---|---|---|---|"]
         for dataset in dict.fromkeys(r["dataset"] for r in zc_rows):
@@ -184,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="CSV to create or extend")
     p.add_argument("--cells", type=int, default=1000)
     p.add_argument("--sample-seed", type=int, default=0)
-    p.add_argument("--data", default="../shared/data/cifar10/cifar10_sample.npz")
+    p.add_argument("--data", default=CIFAR10_SAMPLE)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--mode", choices=sorted(COLUMNS), default="reference")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
@@ -202,21 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     todo = sample_cells(args.cells, args.sample_seed)
     done = done_indices(args.out)
     remaining = [i for k, i in enumerate(todo) if i not in done and k % shards == shard]
-    print(f"{args.out}: {len(done & set(todo))} of {len(todo)} cells done, {len(remaining)} to go in shard {args.shard} "
-          f"(mode {args.mode}, column {column})", flush=True)
-    new_file = not os.path.exists(args.out) or os.path.getsize(args.out) == 0
+    print(f"{args.out}: {len(done & set(todo))} of {len(todo)} cells done, {len(remaining)} to go in shard "
+          f"{args.shard} (mode {args.mode}, column {column})", flush=True)
     start = time.perf_counter()
-    with open(args.out, "a", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        if new_file:
-            writer.writerow(["index", "arch_str", "seed", column])
-            f.flush()
+    with CsvAppender(args.out, ["index", "arch_str", "seed", column]) as out:
         for k, index in enumerate(remaining, start=1):
             seed = index
             value = score_cell(space, index, seed, x, y, args.mode)
-            writer.writerow([index, space.arch(index), seed, repr(float(value))])
-            f.flush()
-            os.fsync(f.fileno())
+            out.append([index, space.arch(index), seed, repr(float(value))])
             elapsed = time.perf_counter() - start
             eta = elapsed / k * (len(remaining) - k)
             shown = value if math.isfinite(value) else str(value)

@@ -40,25 +40,21 @@ import sys
 import time
 from pathlib import Path
 
+import _common
 import numpy as np
 import torch
 
 from lightning_epe.scores import epe_score
 from lightning_epe.spaces import NB201Space
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10" / "cifar10_sample.npz"
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+DEFAULT_DATA = (Path(__file__).resolve().parents[1] / _common.CIFAR10_SAMPLE).resolve()
 
 
 # --------------------------------------------------------------------------- data and cells
 def load_batch(path: Path, batch: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The first ``batch`` rows of the CIFAR-10 sample (``_common.load_batch``), or a standard-normal batch."""
     if path.exists():
-        data = np.load(path)
-        x = torch.from_numpy(data["x"][:batch]).float().div(255).permute(0, 3, 1, 2)
-        x = (x - torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)) / torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
-        return x.contiguous(), torch.from_numpy(data["y"][:batch]).long(), f"CIFAR-10 sample {path.name}"
+        return (*_common.load_batch(path, batch), f"CIFAR-10 sample {path.name}")
     g = torch.Generator().manual_seed(0)
     print(f"WARNING: {path} not found; using a standard-normal batch", file=sys.stderr)
     return torch.randn(batch, 3, 32, 32, generator=g), torch.arange(batch) % 10, "standard-normal batch"
@@ -113,31 +109,12 @@ def ours_score(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 # --------------------------------------------------------------------------- statistics
-def kendall_tau_b(a: list[float], b: list[float]) -> float:
-    n, concordant, discordant, ties_a, ties_b = len(a), 0, 0, 0, 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif da == db:
-                concordant += 1
-            else:
-                discordant += 1
-    denom = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
-    return (concordant - discordant) / denom if denom else float("nan")
-
-
 def error_summary(scores: list[float], truth: list[float]) -> dict:
     pairs = [(s, t) for s, t in zip(scores, truth) if math.isfinite(s) and math.isfinite(t) and t != 0]
     rel = [abs(s - t) / abs(t) for s, t in pairs]
     return {"cells": len(pairs), "median_rel_error": statistics.median(rel) if rel else float("nan"),
             "max_rel_error": max(rel) if rel else float("nan"),
-            "kendall_tau_b": kendall_tau_b([s for s, _ in pairs], [t for _, t in pairs])}
+            "kendall_tau_b": _common.kendall_tau_b([s for s, _ in pairs], [t for _, t in pairs])}
 
 
 def timed(fn, *args) -> tuple[float, object]:
@@ -302,8 +279,9 @@ def device_run(args, save=lambda results: None) -> dict:
         "ours_vs_reference_max_rel_diff": max(
             (abs(a - b) / abs(b) for a, b in zip(ours[:n], ref) if math.isfinite(b) and b), default=float("nan")),
     }
-    accuracy["rule_median_ok"] = accuracy["ours"]["median_rel_error"] <= 1.5 * accuracy["reference_path"]["median_rel_error"]
-    accuracy["rule_tau_ok"] = accuracy["ours"]["kendall_tau_b"] >= accuracy["reference_path"]["kendall_tau_b"] - 0.02
+    ours_acc, ref_acc = accuracy["ours"], accuracy["reference_path"]
+    accuracy["rule_median_ok"] = ours_acc["median_rel_error"] <= 1.5 * ref_acc["median_rel_error"]
+    accuracy["rule_tau_ok"] = ours_acc["kendall_tau_b"] >= ref_acc["kendall_tau_b"] - 0.02
     results["accuracy"] = accuracy
     results["official_vs_ours"] = {
         "cells": len(cells), "official_s_median": statistics.median(t_official),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -47,65 +48,147 @@ def write_csv(path: str | Path, rows: Sequence[dict]) -> Path:
     return path
 
 
-def correlation_markdown(rows: Sequence[dict]) -> str:
-    lines = ["| score | ground truth | Kendall tau-b | Spearman rho | cells | NaN scores |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['score']} | {r['truth']} | {_fmt(r['tau'])} | {_fmt(r['rho'])} | {r['n']} | {r['n_nan']} |")
-    return "\n".join(lines)
+@dataclass
+class Column:
+    """One column of a :class:`ReportTable`.
+
+    ``header`` heads it in Markdown, ``console`` in the terminal (default: ``header``). A column
+    may be left out of one of the two (``in_markdown``, ``in_console``), or shown in the terminal
+    dim under the value of the column before it (``under``). ``empty`` is what Markdown writes for
+    a missing value (``None``); the terminal writes nothing. The ``key`` column is never folded or
+    squeezed out of a narrow terminal (``no_wrap``, ``min_width``: its widest cell); the others fold.
+    """
+
+    header: str
+    console: str | None = None
+    justify: str = "right"
+    in_markdown: bool = True
+    in_console: bool = True
+    under: bool = False
+    empty: str = ""
+    key: bool = False
 
 
-def search_markdown(rows: Sequence[dict], score: str) -> str:
-    """The paper's table layout for one score column: ours (simulated) beside the paper's numbers."""
+@dataclass
+class ReportTable:
+    """A table of the report, built once and rendered as Markdown (``report.md``) or for the terminal (rich).
+
+    ``columns``: :class:`Column` s, or plain headers. Rows hold one text (or ``None``) per column.
+    ``title`` is the terminal's (in Markdown the report's headings say it); ``caption`` is a
+    paragraph above the table and ``footer`` a last row, both in Markdown only.
+    """
+
+    title: str
+    columns: list[Column | str]
+    rows: list[list[str | None]] = field(default_factory=list)
+    caption: str = ""
+    footer: list[str | None] | None = None
+
+    def __post_init__(self):
+        self.columns = [c if isinstance(c, Column) else Column(str(c)) for c in self.columns]
+
+    def to_markdown(self) -> str:
+        shown = [(i, c) for i, c in enumerate(self.columns) if c.in_markdown]
+        lines = [self.caption, ""] if self.caption else []
+        lines += ["| " + " | ".join(c.header for _, c in shown) + " |", "|" + "---|" * len(shown)]
+        for row in self.rows + ([self.footer] if self.footer is not None else []):
+            lines.append("| " + " | ".join(c.empty if row[i] is None else row[i] for i, c in shown) + " |")
+        return "\n".join(lines)
+
+    def to_rich(self):
+        from rich.cells import cell_len
+        from rich.table import Table
+
+        groups: list[list[int]] = []  # a terminal column: its column, then those shown under it
+        for i, c in enumerate(self.columns):
+            if c.under and groups:
+                groups[-1].append(i)
+            elif c.in_console and not c.under:
+                groups.append([i])
+        table = Table(title=self.title)
+        for group in groups:
+            c = self.columns[group[0]]
+            header = c.header if c.console is None else c.console
+            if c.key:
+                widest = max([cell_len(header)] + [cell_len(r[group[0]] or "") for r in self.rows])
+                table.add_column(header, justify=c.justify, no_wrap=True, min_width=widest)
+            else:
+                table.add_column(header, justify=c.justify, overflow="fold")
+        for row in self.rows:
+            table.add_row(*("".join([row[g[0]] or ""] + [f"\n[dim]{row[i]}[/]" for i in g[1:] if row[i] is not None])
+                            for g in groups))
+        return table
+
+
+def _text(name: str) -> Column:
+    return Column(name, justify="left")
+
+
+def correlation_table(rows: Sequence[dict], meta: dict | None = None) -> ReportTable:
+    """Kendall tau-b and Spearman rho of every (score, ground-truth column)."""
+    meta = meta or {}
+    return ReportTable(
+        f"Rank correlations ({meta.get('cells')} cells, joined by {meta.get('key')})",
+        [_text("score"), _text("ground truth"), Column("Kendall tau-b", "tau-b"), Column("Spearman rho", "rho"),
+         Column("cells"), Column("NaN scores")],
+        [[r["score"], r["truth"], _fmt(r["tau"]), _fmt(r["rho"]), str(r["n"]), str(r["n_nan"])] for r in rows])
+
+
+def search_table(rows: Sequence[dict], score: str) -> ReportTable:
+    """The paper's table for one score column: ours (simulated) beside the paper's numbers, per N.
+
+    Markdown: an "ours" and (where the paper has the column) a "paper" column per ground-truth
+    column, and the best cell of the table; the terminal shows the paper's value dim under ours.
+    """
     rows = [r for r in rows if r["score"] == score]
     columns = list(dict.fromkeys(r["column"] for r in rows))
-    ns = list(dict.fromkeys(r["n"] for r in rows))
-    header = ["N"]
+    has_paper = {c: any(r["paper_mean"] is not None for r in rows if r["column"] == c) for c in columns}
+    spec = [Column("N", key=True)]
     for c in columns:
-        header.append(f"{_label(c)} ours")
-        if any(r["paper_mean"] is not None for r in rows if r["column"] == c):
-            header.append(f"{_label(c)} paper")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        spec.append(Column(f"{_label(c)} ours", _label(c)))
+        if has_paper[c]:
+            spec.append(Column(f"{_label(c)} paper", under=True, empty="-"))
     by_key = {(r["n"], r["column"]): r for r in rows}
-    for n in ns:
+    table = ReportTable(f"Random search on {score}: ours ({rows[0]['runs']} runs) / paper", spec)
+    for n in dict.fromkeys(r["n"] for r in rows):
         cells = [str(n)]
         for c in columns:
             r = by_key[(n, c)]
             cells.append(_pm(r["mean"], r["std"]))
-            if any(x["paper_mean"] is not None for x in rows if x["column"] == c):
-                cells.append(_pm(r["paper_mean"], r["paper_std"]))
-        lines.append("| " + " | ".join(cells) + " |")
-    cells = ["best cell in table"]
+            if has_paper[c]:
+                cells.append(None if r["paper_mean"] is None else _pm(r["paper_mean"], r["paper_std"]))
+        table.rows.append(cells)
+    table.footer = ["best cell in table"]
     for c in columns:
-        cells.append(_fmt(next(r["best"] for r in rows if r["column"] == c), 2))
-        if any(x["paper_mean"] is not None for x in rows if x["column"] == c):
-            cells.append("")
-    lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.footer.append(_fmt(next(r["best"] for r in rows if r["column"] == c), 2))
+        if has_paper[c]:
+            table.footer.append("")
+    return table
 
 
-def _draw_groups(rows: Sequence[dict]) -> tuple[list[str], dict[tuple, dict[str, dict]]]:
-    """The truth columns, and the k-table rows grouped by (score, over, cells, k, rule) -> truth -> row."""
+def draws_k_table(rows: Sequence[dict]) -> ReportTable:
+    """The k-table: one line per (score, over, cells, k, rule).
+
+    Markdown: tau / rho for every ground-truth column; the terminal: tau-b and rho for the first.
+    """
     truths = list(dict.fromkeys(r["truth"] for r in rows))
     groups: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         groups.setdefault((r["score"], r["over"], r["cells"], r["k"], r["rule"]), {})[r["truth"]] = r
-    return truths, groups
-
-
-def draws_markdown(rows: Sequence[dict]) -> str:
-    """The k-table: one line per (score, over, cells, k, rule), tau / rho per ground-truth column."""
-    truths, groups = _draw_groups(rows)
-    header = ["score", "over", "cells", "k", "rule"] + [f"{_label(t)} tau / rho" for t in truths]
-    header += ["s per cell", "cost vs k=1"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    spec = [_text("score"), _text("over"), Column("cells"), Column("k"), _text("rule")]
+    spec += [Column(f"{_label(t)} tau / rho", in_console=False) for t in truths]
+    spec += [Column("tau-b", in_markdown=False), Column("rho", in_markdown=False),
+             Column("s per cell"), Column("cost vs k=1")]
+    table = ReportTable(f"Draws: rank correlations with {_label(truths[0])}", spec,
+                        caption="Each candidate scored k times (over batches, initialisations or both) and the "
+                                "draws combined by the rule; every k of a block on the same cells.")
     for (score, over, cells, k, rule), by_truth in groups.items():
         first = next(iter(by_truth.values()))
-        cells_text = [score, over, str(cells), str(k), rule]
-        cells_text += [f"{_fmt(by_truth[t]['tau'])} / {_fmt(by_truth[t]['rho'])}" for t in truths]
-        cells_text += [_fmt(first["seconds_per_cell"], 2), _fmt(first["cost_vs_k1"], 2)]
-        lines.append("| " + " | ".join(cells_text) + " |")
-    return "\n".join(lines)
+        table.rows.append([score, over, str(cells), str(k), rule,
+                           *(f"{_fmt(by_truth[t]['tau'])} / {_fmt(by_truth[t]['rho'])}" for t in truths),
+                           _fmt(by_truth[truths[0]]["tau"]), _fmt(by_truth[truths[0]]["rho"]),
+                           _fmt(first["seconds_per_cell"], 2), _fmt(first["cost_vs_k1"], 2)])
+    return table
 
 
 def markdown_report(correlations: Sequence[dict], search: Sequence[dict], meta: dict,
@@ -117,18 +200,16 @@ def markdown_report(correlations: Sequence[dict], search: Sequence[dict], meta: 
     for note in meta.get("notes", []):
         parts.append(f"- {note}")
     if correlations:
-        parts += ["", "## Rank correlations", "", correlation_markdown(correlations), ""]
+        parts += ["", "## Rank correlations", "", correlation_table(correlations).to_markdown(), ""]
     if draws:
-        parts += ["", "## Draws (k-table)", "",
-                  "Each candidate scored k times (over batches, initialisations or both) and the draws "
-                  "combined by the rule; every k of a block on the same cells.", "", draws_markdown(draws), ""]
+        parts += ["", "## Draws (k-table)", "", draws_k_table(draws).to_markdown(), ""]
     if search:
         runs = search[0]["runs"]
         parts += ["## Random search (simulated)", "",
                   f"{runs} runs per N, N cells drawn with replacement from the table, arg-max score kept; "
                   "mean ± std (ddof 0) of its accuracy (%). Paper: EPE-NAS's published table.", ""]
         for score in dict.fromkeys(r["score"] for r in search):
-            parts += [f"### {score}", "", search_markdown(search, score), ""]
+            parts += [f"### {score}", "", search_table(search, score).to_markdown(), ""]
     if meta.get("plots"):
         parts += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in meta["plots"]] + [""]
     return "\n".join(parts)
@@ -137,53 +218,21 @@ def markdown_report(correlations: Sequence[dict], search: Sequence[dict], meta: 
 def print_report(correlations: Sequence[dict], search: Sequence[dict], meta: dict, console=None) -> None:
     """Rich tables in the terminal: correlations, then the search table beside the paper's."""
     from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
-    table = Table(title=f"Rank correlations ({meta.get('cells')} cells, joined by {meta.get('key')})")
-    for name in ("score", "ground truth", "tau-b", "rho", "cells", "NaN scores"):
-        table.add_column(name, justify="left" if name in {"score", "ground truth"} else "right")
-    for r in correlations:
-        table.add_row(r["score"], r["truth"], _fmt(r["tau"]), _fmt(r["rho"]), str(r["n"]), str(r["n_nan"]))
     if correlations:
-        console.print(table)
+        console.print(correlation_table(correlations, meta).to_rich())
     for note in meta.get("notes", []):
         console.print(f"[yellow]note:[/] {note}")
     for score in dict.fromkeys(r["score"] for r in search):
-        rows = [r for r in search if r["score"] == score]
-        columns = list(dict.fromkeys(r["column"] for r in rows))
-        t = Table(title=f"Random search on {score}: ours ({rows[0]['runs']} runs) / paper")
-        t.add_column("N", justify="right")
-        for c in columns:
-            t.add_column(_label(c), justify="right", no_wrap=True, min_width=12)
-        by_key = {(r["n"], r["column"]): r for r in rows}
-        for n in dict.fromkeys(r["n"] for r in rows):
-            cells = []
-            for c in columns:
-                r = by_key[(n, c)]
-                text = _pm(r["mean"], r["std"])
-                if r["paper_mean"] is not None:
-                    text += f"\n[dim]{_pm(r['paper_mean'], r['paper_std'])}[/]"
-                cells.append(text)
-            t.add_row(str(n), *cells)
-        console.print(t)
+        console.print(search_table(search, score).to_rich())
 
 
 def print_draws(rows: Sequence[dict], console=None) -> None:
     """The k-table in the terminal (the first ground-truth column)."""
     from rich.console import Console
-    from rich.table import Table
 
-    console = console or Console()
-    truths, groups = _draw_groups(rows)
-    table = Table(title=f"Draws: rank correlations with {_label(truths[0])}")
-    for name in ("score", "over", "cells", "k", "rule", "tau-b", "rho", "s per cell", "cost vs k=1"):
-        table.add_column(name, justify="left" if name in {"score", "over", "rule"} else "right")
-    for (score, over, cells, k, rule), by_truth in groups.items():
-        r = by_truth[truths[0]]
-        table.add_row(score, over, str(cells), str(k), rule, _fmt(r["tau"]), _fmt(r["rho"]),
-                      _fmt(r["seconds_per_cell"], 2), _fmt(r["cost_vs_k1"], 2))
-    console.print(table)
+    (console or Console()).print(draws_k_table(rows).to_rich())
 
 
 def _figure(width: float, height: float):

@@ -1,4 +1,5 @@
 import csv
+import io
 import json
 import math
 import sys
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from lightning_epe.benchmark import (
+    PAPER_COLUMNS,
     PAPER_TABLE,
     expected_random_search,
     join,
@@ -265,6 +267,49 @@ def test_report_does_not_depend_on_the_score_files_row_order(tmp_path):
     assert a == b
 
 
+def test_a_report_table_is_built_once_and_rendered_as_markdown_and_for_the_terminal():
+    from rich.console import Console
+
+    from lightning_epe.benchmark.report import Column, ReportTable
+
+    table = ReportTable("T", [Column("name", justify="left"), Column("long header", "short"),
+                              Column("under", under=True, empty="-"), Column("md only", in_console=False),
+                              Column("console only", in_markdown=False)],
+                        [["a", "1", "u1", "m1", "c1"], ["b", "2", None, "m2", "c2"]], footer=["all", "3", "", "", ""])
+    assert table.to_markdown().splitlines() == [
+        "| name | long header | under | md only |", "|---|---|---|---|",
+        "| a | 1 | u1 | m1 |", "| b | 2 | - | m2 |", "| all | 3 |  |  |"]
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(table.to_rich())
+    lines = console.export_text().splitlines()
+    assert [c.strip() for c in lines[2].split("┃")[1:-1]] == ["name", "short", "console only"]
+    body = [[c.strip() for c in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+    assert body == [["a", "1", "c1"], ["", "u1", ""], ["b", "2", "c2"]]  # "under" dim below; none for None
+
+
+def test_search_table_keeps_its_n_column_on_an_80_column_terminal():
+    """Six ground-truth columns do not fit in 80 columns: the values fold, N stays whole."""
+    from rich.console import Console
+
+    from lightning_epe.benchmark.report import print_report
+
+    rng = np.random.default_rng(0)
+    truth = {c: rng.uniform(10, 95, 100) for c in PAPER_COLUMNS}
+    search = [{"score": "epe", **r}
+              for r in simulate_random_search(rng.normal(size=100), truth, ns=[10, 100, 1000], runs=5, seed=0)]
+    console = Console(width=80, record=True, file=io.StringIO())
+    print_report([], search, {}, console=console)
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    header = " ".join(line.split("┃")[1] for line in lines if line.startswith("┃"))
+    assert header.split() == ["N"]
+    keys = [line.split("│")[1].strip() for line in lines if line.startswith("│")]
+    assert [k for k in keys if k] == ["10", "100", "1000"]
+    text = " ".join(lines)
+    for r in search:  # every figure is shown whole (folded at its space, not cut)
+        assert f"{r['mean']:.2f}" in text and f"{r['paper_mean']:.2f}" in text
+
+
 def test_run_benchmark_plots(tmp_path):
     pytest.importorskip("matplotlib")
     acc = write_truth(tmp_path / "gt.csv", n=12)
@@ -336,3 +381,26 @@ def test_bench_script_resumes(tmp_path, monkeypatch):
     with out.open() as f:
         indices = [int(r["index"]) for r in csv.DictReader(f)]
     assert sorted(indices) == sorted(bench.sample_cells(9, 0)) and len(scored) == 9
+
+
+def test_bench_common_helpers(tmp_path):
+    common = load_bench_script("_common")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=40), rng.normal(size=40)
+    a[[3, 7]] = np.nan
+    assert common.kendall_tau_b(a, b) == pytest.approx(rank_correlations(a, b)["tau"], abs=1e-6)  # NaN ranked last
+    b[5] = np.nan  # on both sides: tied below every value (the library would leave the cell out as ground truth)
+    assert common.kendall_tau_b(a, b) == common.kendall_tau_b(np.nan_to_num(a, nan=-9), np.nan_to_num(b, nan=-9))
+    assert math.isnan(common.kendall_tau_b([1.0, 2.0], [3.0, 3.0]))
+    out = tmp_path / "rows.csv"
+    for rows in ([[1, "x", 0.5]], [{"index": 2, "arch": "y"}]):  # a second appender adds no second header
+        with common.CsvAppender(out, ["index", "arch", "value"]) as appender:
+            for row in rows:
+                appender.append(row)
+    assert common.read_rows(out) == [{"index": "1", "arch": "x", "value": "0.5"},
+                                     {"index": "2", "arch": "y", "value": ""}]
+    with common.CsvAppender(out, ["index"]) as appender, pytest.raises(ValueError, match="not in the header"):
+        appender.append({"index": 3, "other": 1})
+    common.replace_csv(out, ["index"], [{"index": 9}])
+    assert out.read_text() == "index\n9\n" and not (tmp_path / "rows.csv.tmp").exists()
+    assert common.read_rows(tmp_path / "missing.csv") == []

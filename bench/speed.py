@@ -331,6 +331,45 @@ def device_run(args, save=lambda results: None) -> dict:
 
 
 # --------------------------------------------------------------------------- main
+def ensemble_cost(args, space: NB201Space, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """CPU seconds of the ensemble's members alone, their sum, and the fused pass (``score_many``),
+    beside EPE alone: the same cells, interleaved, median over cells (the issue's goal: fused <= 2x EPE)."""
+    from lightning_epe.scores import DEFAULT_MEMBERS, get_score, score_many
+
+    members = tuple(args.members.split(",")) if args.members else DEFAULT_MEMBERS
+    cells = space.sample(args.ensemble_cells, seed=args.sample_seed, replace=False)
+    alone = {m: [] for m in members}
+    fused, epe = [], []
+    for i, index in enumerate(cells):
+        net = build(space, index, args.seed + i, args.C, args.N)
+        if i == 0:  # warm-up (allocator, oneDNN primitive caches)
+            score_many(net, x, y, members), epe_score(net, x, y)
+        runs = {m: [] for m in members}
+        fused_runs, epe_runs = [], []
+        for _ in range(args.repeats):
+            epe_runs.append(timed_cpu(epe_score, net, x, y)[1])
+            for m in members:
+                runs[m].append(timed_cpu(get_score(m), net, x, y)[1])
+            fused_runs.append(timed_cpu(score_many, net, x, y, members)[1])
+        for m in members:
+            alone[m].append(statistics.median(runs[m]))
+        fused.append(statistics.median(fused_runs))
+        epe.append(statistics.median(epe_runs))
+        print(f"  ensemble cost: {i + 1}/{len(cells)} cells", flush=True)
+    sums = [sum(alone[m][i] for m in members) for i in range(len(cells))]
+    result = {"members": list(members), "cells": len(cells), "repeats": args.repeats,
+              "epe_cpu_s": statistics.median(epe),
+              "alone_cpu_s": {m: statistics.median(v) for m, v in alone.items()},
+              "sum_alone_cpu_s": statistics.median(sums), "fused_cpu_s": statistics.median(fused),
+              "fused_over_epe": statistics.median(f / e for f, e in zip(fused, epe)),
+              "sum_over_epe": statistics.median(s / e for s, e in zip(sums, epe))}
+    print(f"ensemble {'+'.join(members)} on {len(cells)} cells (CPU s per cell, median): EPE alone "
+          f"{result['epe_cpu_s']:.3f}; " + ", ".join(f"{m} {v:.3f}" for m, v in result["alone_cpu_s"].items())
+          + f"; sum {result['sum_alone_cpu_s']:.3f}; fused {result['fused_cpu_s']:.3f} = "
+          f"{result['fused_over_epe']:.2f}x EPE (sum of members alone {result['sum_over_epe']:.2f}x; goal <= 2x)")
+    return result
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cells", type=int, default=20, help="cells for per-cell timing and accuracy (>= 20 for the rule)")
@@ -357,6 +396,10 @@ def main(argv=None) -> dict:
     p.add_argument("--device-pairs", type=int, default=100, help="accelerator: cells timed official vs ours")
     p.add_argument("--space-cells", type=int, default=1000, help="accelerator: cells built and scored end to end")
     p.add_argument("--memory-worker", choices=["official", "ours"], help=argparse.SUPPRESS)
+    p.add_argument("--ensemble", action="store_true",
+                   help="only the ensemble's cost: each member alone, their sum, the fused pass, EPE alone")
+    p.add_argument("--members", default=None, help="with --ensemble: comma-separated (default: DEFAULT_MEMBERS)")
+    p.add_argument("--ensemble-cells", type=int, default=20)
     args = p.parse_args(argv)
     if args.memory_worker:
         memory_worker(args)
@@ -371,6 +414,11 @@ def main(argv=None) -> dict:
 
     space = NB201Space()
     x, y, data_name = load_batch(Path(args.data), args.batch)
+    if args.ensemble:
+        result = ensemble_cost(args, space, x, y)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
+        return result
     n_cells = max(args.cells, args.throughput_cells)
     cells = space.sample(n_cells, seed=args.sample_seed, replace=False)
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),

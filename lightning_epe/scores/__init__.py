@@ -3,7 +3,8 @@
 Each score registers itself where it is defined (``@register_score``); importing its module is
 all this package does. Add a proxy: one module here, its test, a row in docs/proxies.md.
 """
-from . import epe, gradient_proxies, jacob_cov, naswot, size, synflow  # noqa: F401  (registers them)
+from . import (  # noqa: F401 (importing a score's module registers it)
+    az_nas, epe, gradient_proxies, jacob_cov, meco, naswot, size, swap, synflow, vkdnw, zico)
 from ._validation import check_batch, check_labels, logits_of
 from .draws import Draws, draw_seed, rank_draws, reinitialising, score_draws, score_module, seeded
 from .ensemble import DEFAULT_MEMBERS, ensemble_scores, rank_ensemble

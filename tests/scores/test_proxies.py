@@ -18,6 +18,8 @@ PROXIES = ["naswot", "jacob_cov", "synflow", "grad_norm", "snip", "params", "flo
 EXPECTED_INFO = {
     "epe": (True, True), "naswot": (False, True), "jacob_cov": (False, True), "synflow": (False, False),
     "grad_norm": (True, True), "snip": (True, True), "params": (False, False), "flops": (False, False),
+    "zico": (True, True), "meco": (False, True), "az_expressivity": (False, True), "az_progressivity": (False, True),
+    "az_trainability": (False, True), "swap": (False, True), "vkdnw": (False, True),
 }
 
 # ---------------------------------------------------------------- test vectors (official code)

@@ -16,8 +16,9 @@ the shared CIFAR-10 sample (``x``, ``y``). Each proxy is fed the way its officia
 the official module-tree counting); SWAP on ``x[:16]``; AZ-NAS and VKDNW as their NB201 drivers: their
 own Kaiming re-initialisation and a Gaussian-noise input of 64 (AZ-NAS: both drawn after
 ``torch.manual_seed(seed)`` in the official order; VKDNW: the re-initialisation after
-``torch.manual_seed(seed)``, the noise from ``torch.Generator().manual_seed(seed)``). ``az_nas`` is AZ-NAS's rank aggregate of its three components and
-FLOPs over the sample. Resumable; two processes can extend one file from both ends::
+``torch.manual_seed(seed)``, the noise from ``torch.Generator().manual_seed(seed)``). ``az_nas`` is
+AZ-NAS's rank aggregate of its three components and FLOPs over the sample. Resumable; two processes
+can extend one file from both ends::
 
     python bench/nb201_sota.py score --sample 1 --limit 500 --threads 1 &
     python bench/nb201_sota.py score --sample 1 --limit 500 --threads 1 --reverse &
@@ -173,7 +174,7 @@ def report(args) -> int:
                 ({**r, "tau": f"{r['tau']:.4f}"} for r in tried))
     for s in (0, 1):
         samples[s][1]["ensemble"] = ensemble_values(samples[s][1], members)
-    lines = [f"# State-of-the-art proxies on NAS-Bench-201 (CIFAR-10 networks)\n",
+    lines = ["# State-of-the-art proxies on NAS-Bench-201 (CIFAR-10 networks)\n",
              f"Made by `python bench/nb201_sota.py report --limit {args.limit}` from "
              f"`nb201_cifar10_proxies_sample0.csv` (+ the committed classic columns) and "
              f"`nb201_cifar10_proxies_sample1.csv`. Cells: sample 0 {len(samples[0][0])}, sample 1 "

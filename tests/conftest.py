@@ -56,7 +56,8 @@ def reference():
         "expected": expected,
         "x": torch.from_numpy(inputs["x"]),
         "y": torch.from_numpy(inputs["y"]),
-        "state_dict": lambda tag: {k: torch.from_numpy(v) for k, v in np.load(REFERENCE / f"state_dict_{tag}.npz").items()},
+        "state_dict": lambda tag: {k: torch.from_numpy(v)
+                                   for k, v in np.load(REFERENCE / f"state_dict_{tag}.npz").items()},
     }
 
 
@@ -116,7 +117,8 @@ def cifar_dir(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     c10 = tmp_path / "cifar-10-batches-py"
     labels = np.arange(40) % 10
-    train = [write_pickle(c10 / f"data_batch_{i + 1}", {"data": random_images(rng, 8, 32), "labels": labels[8 * i:8 * i + 8].tolist()})
+    train = [write_pickle(c10 / f"data_batch_{i + 1}",
+                          {"data": random_images(rng, 8, 32), "labels": labels[8 * i:8 * i + 8].tolist()})
              for i in range(5)]
     test = [write_pickle(c10 / "test_batch", {"data": random_images(rng, 40, 32), "labels": labels.tolist()})]
     meta = write_pickle(c10 / "batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
@@ -126,8 +128,10 @@ def cifar_dir(tmp_path, monkeypatch):
 
     c100 = tmp_path / "cifar-100-python"
     labels = list(range(100)) * 4
-    train = [write_pickle(c100 / "train", {"data": random_images(rng, 400, 32), "fine_labels": labels, "coarse_labels": labels})]
-    test = [write_pickle(c100 / "test", {"data": random_images(rng, 400, 32), "fine_labels": labels, "coarse_labels": labels})]
+    train = [write_pickle(c100 / "train", {"data": random_images(rng, 400, 32), "fine_labels": labels,
+                                           "coarse_labels": labels})]
+    test = [write_pickle(c100 / "test", {"data": random_images(rng, 400, 32), "fine_labels": labels,
+                                         "coarse_labels": labels})]
     meta = write_pickle(c100 / "meta", {"fine_label_names": [f"f{i}" for i in range(100)]})
     monkeypatch.setattr(datasets.CIFAR100, "train_list", train)
     monkeypatch.setattr(datasets.CIFAR100, "test_list", test)
@@ -140,7 +144,8 @@ def imagenet16_dir(tmp_path):
     rng = np.random.default_rng(0)
     for name in [f"train_data_batch_{i}" for i in range(1, 11)] + ["val_data"]:
         labels = rng.integers(1, 201, 60)  # 1-based, beyond 120 too
-        write_pickle(tmp_path / name, {"data": random_images(rng, 60, 16), "labels": labels.tolist(), "mean": np.zeros(768)})
+        write_pickle(tmp_path / name, {"data": random_images(rng, 60, 16), "labels": labels.tolist(),
+                                       "mean": np.zeros(768)})
     return tmp_path
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 from .correlation import rank_correlations
 from .draws import SECONDS_COLUMNS, draw_series, draws_table
 from .ground_truth import load_ground_truth
-from .report import (MATPLOTLIB_MISSING, markdown_report, plot_scatter, plot_search, print_draws, print_report,
-                     write_csv)
+from .report import MATPLOTLIB_MISSING, markdown_report, plot_scatter, plot_search, print_draws, print_report, write_csv
 from .simulation import simulate_random_search
 from .tables import join, read_scores
 

@@ -116,7 +116,8 @@ def simulate_random_search(scores, truth_table, ns: Sequence[int] = (10, 100, 50
             exp_mean, exp_std = expected_random_search(scores, values, n)
             paper = PAPER_TABLE.get(n, {}).get(name)
             rows.append({
-                "n": n, "column": name, "mean": float(np.nanmean(picked)) if not np.isnan(picked).all() else float("nan"),
+                "n": n, "column": name,
+                "mean": float(np.nanmean(picked)) if not np.isnan(picked).all() else float("nan"),
                 "std": float(np.nanstd(picked)) if not np.isnan(picked).all() else float("nan"),
                 "runs": runs, "all_nan_runs": all_nan, "expected_mean": exp_mean, "expected_std": exp_std,
                 "best": float(np.nanmax(values)) if not np.isnan(values).all() else float("nan"),

@@ -60,7 +60,8 @@ class ImageNet16DataModule(ImageDataModule):
                 entry = pickle.load(f, encoding="latin1")
             batch_labels = np.asarray(entry["labels"], dtype=np.int64)
             if batch_labels.min(initial=1) < 1:
-                raise ValueError(f"{self.data_dir / name}: labels must be 1-based (1..1000), found {batch_labels.min()}")
+                raise ValueError(f"{self.data_dir / name}: labels must be 1-based (1..1000), "
+                                 f"found {batch_labels.min()}")
             keep = batch_labels <= self.num_classes  # filter per file: the full set is 1.28M images
             images.append(np.asarray(entry["data"], dtype=np.uint8)[keep].reshape(-1, 3, 16, 16))
             labels.append(batch_labels[keep] - 1)

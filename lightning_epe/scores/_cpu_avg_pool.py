@@ -52,7 +52,8 @@ class _ExactAvgPool2d(torch.autograd.Function):
                 if rows is None or cols is None:
                     continue
                 plan.append((rows, cols))
-                out[..., rows[0]:rows[1], cols[0]:cols[1]] += x[..., _strided(rows, stride[0]), _strided(cols, stride[1])]
+                window = x[..., _strided(rows, stride[0]), _strided(cols, stride[1])]
+                out[..., rows[0]:rows[1], cols[0]:cols[1]] += window
         count = _pool_counts(size, out_size, kernel, stride, pad, include_pad, x.dtype, x.device)
         out.div_(count)
         ctx.save_for_backward(count)

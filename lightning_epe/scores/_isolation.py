@@ -15,7 +15,6 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parameter import UninitializedBuffer
 
-
 # (backend, op) pairs of torch's float32 precision switches: "ieee" is true float32 arithmetic;
 # "tf32"/"bf16" (cuDNN convs on Ampere+ default to TF32; torch.set_float32_matmul_precision("medium")
 # turns on bf16 matmuls in oneDNN on CPU) change the score far beyond its float32 error.
@@ -77,8 +76,9 @@ def ieee_float32() -> Iterator[None]:
 
     cuDNN: ``benchmark`` off (autotuning may pick Winograd/FFT algorithms), ``deterministic`` on
     (as the official search). ``torch.use_deterministic_algorithms(True)`` is relaxed to
-    ``warn_only`` (its warnings silenced): scoring would otherwise raise on CUDA. The switches are process-wide: with several scores running at once
-    in threads, the first to enter sets them and the last to leave puts them back as found.
+    ``warn_only`` (its warnings silenced): scoring would otherwise raise on CUDA. The switches are
+    process-wide: with several scores running at once in threads, the first to enter sets them and the
+    last to leave puts them back as found.
     """
     global _precision_users, _precision_saved
     with _precision_lock:

@@ -23,8 +23,15 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._hooks import (ACTIVATION_NAMES, ActivationSpec, HammingKernel, activation_predicate, hooks,
-                     official_relu_match, select_modules)
+from ._hooks import (
+    ACTIVATION_NAMES,
+    ActivationSpec,
+    HammingKernel,
+    activation_predicate,
+    hooks,
+    official_relu_match,
+    select_modules,
+)
 from ._isolation import scoring_context
 from ._validation import check_batch, model_device, prepare_inputs
 from .registry import register_score

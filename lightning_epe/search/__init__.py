@@ -2,8 +2,16 @@
 from .loop import SearchLoop, SearchResult
 from .search import ArchitectureSearch
 from .store import ConfigMismatchError, MemoryStore, ResultsStore
-from .strategies import (ExhaustiveSearch, RandomSearch, RegularizedEvolution, Strategy, get_strategy,
-                         list_strategies, make_strategy, register_strategy)
+from .strategies import (
+                         ExhaustiveSearch,
+                         RandomSearch,
+                         RegularizedEvolution,
+                         Strategy,
+                         get_strategy,
+                         list_strategies,
+                         make_strategy,
+                         register_strategy,
+)
 
 __all__ = [
     "ArchitectureSearch", "ConfigMismatchError", "ExhaustiveSearch", "MemoryStore", "RandomSearch",

@@ -67,7 +67,8 @@ class SearchLoop:
         self.workers = Workers(search.accelerator, search.devices, search.num_nodes, search.strategy)
         self.num_classes = search.num_classes or getattr(datamodule, "num_classes", None)
         if not self.num_classes:
-            raise ValueError("num_classes is unknown: pass num_classes= or use a datamodule with a num_classes attribute")
+            raise ValueError("num_classes is unknown: pass num_classes= or use a datamodule with a num_classes "
+                             "attribute")
         self.store = (ResultsStore(search.results_dir, writer=self.workers.is_main) if search.results_dir
                       else MemoryStore())
         self.store.check_config(search.config(datamodule), force=search.force)

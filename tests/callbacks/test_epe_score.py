@@ -92,8 +92,8 @@ data = DataLoader(TensorDataset(torch.randn(64, 3, 8, 8), torch.arange(64) % 4),
 # only rank 1 finds the score too low: the decision is reduced, so both ranks must stop
 callback = EPEScore(min_score=math.inf if rank == 1 else -math.inf)
 trainer = L.Trainer(max_steps=3, accelerator="cpu", devices=2, strategy="ddp", logger=False,
-                    callbacks=[callback], enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                    default_root_dir=sys.argv[1])
+                    callbacks=[callback], enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False, default_root_dir=sys.argv[1])
 trainer.fit(model, data)
 with open(os.path.join(sys.argv[1], f"rank{{rank}}.json"), "w") as f:
     json.dump({{"steps": trainer.global_step, "value": callback.value}}, f)

@@ -45,7 +45,8 @@ def test_cifar_reads_torchvision_files(cifar_dir, cls, folder, test_file, classe
 
 
 def test_cifar_checks_integrity_and_missing_files(cifar_dir, tmp_path_factory, monkeypatch):
-    with pytest.raises(FileNotFoundError, match=r"(?s)looked in .*cifar-10-batches-py.*missing data_batch_1.*download=True"):
+    missing = r"(?s)looked in .*cifar-10-batches-py.*missing data_batch_1.*download=True"
+    with pytest.raises(FileNotFoundError, match=missing):
         CIFAR10DataModule(data_dir=tmp_path_factory.mktemp("empty")).setup("fit")
     with pytest.raises(FileNotFoundError, match=r"call that first"):  # download happens in prepare_data
         CIFAR100DataModule(data_dir=tmp_path_factory.mktemp("empty"), download=True).setup("fit")

@@ -8,11 +8,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightning_epe.scores import epe_score
-import torch.nn.functional as F
-
 from lightning_epe.scores._cpu_avg_pool import _exact_pool_plan, fast_cpu_ops
 from lightning_epe.scores._gradients import input_gradient
 from lightning_epe.scores._isolation import scoring_context
@@ -117,7 +116,8 @@ def test_exact_avg_pool_falls_back_where_it_does_not_apply():
     assert _exact_pool_plan(x.contiguous(memory_format=torch.channels_last), 3, 1, 1) is None
     assert _exact_pool_plan(x[0], 3, 1, 1) is None  # 3-D input
     with fast_cpu_ops(torch.device("cpu")):
-        assert torch.equal(F.avg_pool2d(x, 3, 1, 1, ceil_mode=True), torch.ops.aten.avg_pool2d(x, [3, 3], [1, 1], [1, 1], True))
+        aten = torch.ops.aten.avg_pool2d(x, [3, 3], [1, 1], [1, 1], True)
+        assert torch.equal(F.avg_pool2d(x, 3, 1, 1, ceil_mode=True), aten)
 
 
 @pytest.mark.slow
@@ -142,8 +142,13 @@ def test_accuracy_rule_on_small_networks():
         ours.append(epe_score(net, x, y))
     keep = [i for i, e in enumerate(exact) if math.isfinite(e)]
     assert len(keep) >= 10
-    err = lambda s: float(np.median([abs(s[i] - exact[i]) / abs(exact[i]) for i in keep]))
-    tau = lambda s: kendall_tau([s[i] for i in keep], [exact[i] for i in keep])
+
+    def err(s):
+        return float(np.median([abs(s[i] - exact[i]) / abs(exact[i]) for i in keep]))
+
+    def tau(s):
+        return kendall_tau([s[i] for i in keep], [exact[i] for i in keep])
+
     assert err(ref) > 0  # float32 does move the score: the comparison means something
     assert err(ours) <= 1.5 * err(ref)
     assert tau(ours) >= tau(ref) - 0.02

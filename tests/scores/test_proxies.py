@@ -8,9 +8,22 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_epe.scores import (ScoreInfo, available, flops_score, get_score, grad_norm_score, jacob_cov_score,
-                                  list_scores, naswot_score, params_score, register_score, score_info, snip_score,
-                                  synflow_score, unregister_score)
+from lightning_epe.scores import (
+    ScoreInfo,
+    available,
+    flops_score,
+    get_score,
+    grad_norm_score,
+    jacob_cov_score,
+    list_scores,
+    naswot_score,
+    params_score,
+    register_score,
+    score_info,
+    snip_score,
+    synflow_score,
+    unregister_score,
+)
 from lightning_epe.spaces import NB201Space
 
 PROXIES = ["naswot", "jacob_cov", "synflow", "grad_norm", "snip", "params", "flops"]

@@ -4,8 +4,13 @@ import random
 import pytest
 import torch
 
-from lightning_epe.search import (ArchitectureSearch, ConfigMismatchError, RegularizedEvolution, ResultsStore,
-                                  make_strategy)
+from lightning_epe.search import (
+    ArchitectureSearch,
+    ConfigMismatchError,
+    RegularizedEvolution,
+    ResultsStore,
+    make_strategy,
+)
 from lightning_epe.spaces import NB201Space
 from lightning_epe.spaces.base import CandidateSpace
 
@@ -104,8 +109,8 @@ class FlakySpace(CandidateSpace):
     def build(self, candidate, num_classes=10, **options):
         if candidate == 2:
             raise RuntimeError("cannot build candidate 2")
-        net = NB201Space().build(1601 if candidate != 3 else NB201Space().index("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"),
-                                 num_classes=num_classes, C=2, N=1)
+        all_none = NB201Space().index("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+        net = NB201Space().build(1601 if candidate != 3 else all_none, num_classes=num_classes, C=2, N=1)
         if candidate == 4:
             net.forward = lambda x: (_ for _ in ()).throw(ValueError("boom in forward"))
         return net

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from ._hooks import is_activation
 from ._isolation import scoring_context
+from ._reinit import kaiming_fanin_tensors
 from ._validation import check_batch, model_device, prepare_inputs
 from .ensemble import rank_ensemble
 from .registry import register_score, score_info
@@ -47,45 +48,6 @@ FeatureSpec = Sequence[str] | None
 
 
 # ------------------------------------------------------------------ the official re-initialisation
-
-
-def _apply_order(module: nn.Module):
-    """Modules in the order ``nn.Module.apply`` visits them (children first; shared modules again)."""
-    for child in module.children():
-        yield from _apply_order(child)
-    yield module
-
-
-def official_init_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """New parameter tensors as the official ``init_model(model, 'kaiming_norm_fanin')`` would leave them.
-
-    Conv2d/Linear weights: ``kaiming_normal_(fan_in, relu)``, drawn from the global RNG (of the
-    weight's device) in ``model.apply`` order; their biases 0; BatchNorm2d/GroupNorm affine
-    weights 1, biases 0. Returned by parameter name (tied names share one tensor) for
-    ``torch.func.functional_call``; ``model`` is not touched.
-    """
-    new: dict[int, torch.Tensor] = {}
-
-    def param(module, name):
-        value = module._parameters.get(name)
-        return value if isinstance(value, torch.Tensor) else None
-
-    with torch.no_grad():
-        for m in _apply_order(model):
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                weight, bias = param(m, "weight"), param(m, "bias")
-                if weight is not None:
-                    new[id(weight)] = nn.init.kaiming_normal_(torch.empty_like(weight), mode="fan_in",
-                                                              nonlinearity="relu")
-                if bias is not None:
-                    new[id(bias)] = torch.zeros_like(bias)
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
-                weight, bias = param(m, "weight"), param(m, "bias")
-                if weight is not None:
-                    new[id(weight)] = torch.ones_like(weight)
-                if bias is not None:
-                    new[id(bias)] = torch.zeros_like(bias)
-    return {name: new[id(p)] for name, p in model.named_parameters(remove_duplicate=False) if id(p) in new}
 
 
 # ------------------------------------------------------------------ which features
@@ -436,7 +398,7 @@ def az_nas_components(model: nn.Module, inputs: torch.Tensor, targets: torch.Ten
             if device.type == "cuda":
                 with torch.cuda.device(device):  # the model's device: scoring_context forked its RNG
                     torch.cuda.manual_seed(seed)
-        tensors = official_init_tensors(model) if init == "official" else None
+        tensors = kaiming_fanin_tensors(model) if init == "official" else None
         x = torch.randn_like(x) if noise else x.detach()
         # the official scorer differentiates through the weights' graph; here the input carries it
         # (the same cell-to-cell gradients, no weight gradients)

@@ -33,6 +33,7 @@ from torch import nn
 
 from ._hooks import ACTIVATION_NAMES, ActivationSpec, activation_predicate, hooks, is_activation, select_modules
 from ._isolation import scoring_context
+from ._reinit import restored_parameters
 from ._validation import check_batch, model_device, prepare_inputs
 from .registry import register_score
 
@@ -165,18 +166,6 @@ def _gaussian_init_subtree(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-@contextlib.contextmanager
-def _restored_parameters(model: nn.Module):
-    """Every parameter's value is put back on exit (for temporary re-initialisations)."""
-    saved = [(p, p.detach().clone()) for p in model.parameters()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for p, value in saved:
-                p.copy_(value)
-
-
 def gaussian_init_(model: nn.Module) -> nn.Module:
     """SWAP's ``correlation.py`` re-initialisation, in place: Conv2d/Linear weights N(0, 1), their biases
     0, BatchNorm2d/GroupNorm weights 1 and biases 0, drawn from the global RNG in the official order
@@ -272,7 +261,7 @@ def swap_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | N
             others.add(x)
         return hook
 
-    with scoring_context(model, device), _restored_parameters(model) if init else contextlib.nullcontext():
+    with scoring_context(model, device), restored_parameters(model) if init else contextlib.nullcontext():
         if init == "gaussian":
             if seed is not None:  # the RNG is forked by scoring_context and restored on exit
                 torch.random.default_generator.manual_seed(int(seed))

@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ._isolation import scoring_context
+from ._reinit import kaiming_fanin_init_, restored_parameters
 from ._validation import check_batch, logits_of, model_device, prepare_inputs
 from .registry import register_score
 
@@ -418,36 +419,6 @@ def _jacobian_chunk(model, inputs, owners, columns):
 # ----------------------------------------------------------------------------- initialisation
 
 
-def _kaiming_fanin_init(m: nn.Module) -> None:
-    if isinstance(m, (nn.Conv2d, nn.Linear)):
-        nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-
-
-def kaiming_fanin_init_(model: nn.Module) -> nn.Module:
-    """The official ``init_model(model, 'kaiming_norm_fanin')``, in place: Conv2d/Linear weights
-    Kaiming normal (fan-in, ReLU gain), biases 0, affine BatchNorm2d/GroupNorm 1/0, drawn from the
-    global RNG in ``model.apply`` order."""
-    with torch.no_grad():
-        model.apply(_kaiming_fanin_init)
-    return model
-
-
-@contextlib.contextmanager
-def _restored_parameters(model: nn.Module):
-    saved = [(p, p.detach().clone()) for p in model.parameters()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for p, value in saved:
-                p.copy_(value)
-
-
 # ----------------------------------------------------------------------------- scores
 
 
@@ -478,7 +449,7 @@ def _entropy(model, inputs, init, p, params_grad_len, seed) -> float:
     device = model_device(model, inputs.device)
     inputs = prepare_inputs(model, inputs, device)
     with scoring_context(model, device, train=False), \
-            (_restored_parameters(model) if init else contextlib.nullcontext()):
+            (restored_parameters(model) if init else contextlib.nullcontext()):
         if init == "official":
             _seed_global_rng(seed, device)
             kaiming_fanin_init_(model)

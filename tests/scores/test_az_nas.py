@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lightning_epe.scores import get_score, list_scores, rank_ensemble, score_info
+from lightning_epe.scores._reinit import kaiming_fanin_init_, kaiming_fanin_tensors
 from lightning_epe.scores.az_nas import (
     AZ_NAS_MEMBERS,
     COMPONENTS,
@@ -16,7 +17,6 @@ from lightning_epe.scores.az_nas import (
     az_nas_rank,
     az_nas_scores,
     feature_modules,
-    official_init_tensors,
 )
 from lightning_epe.spaces import NB201Space
 from tests.conftest import SHARED, require
@@ -132,14 +132,18 @@ def test_reinit_noise_and_signs_follow_the_official_rng_order():
         az_nas_components(net, shape, seed=1.5)
 
 
-def test_official_init_tensors_replace_conv_linear_and_norm_parameters():
+def test_kaiming_fanin_tensors_replace_conv_linear_and_norm_parameters():
     net = tiny_net()
     torch.manual_seed(0)
-    tensors = official_init_tensors(net)
+    tensors = kaiming_fanin_tensors(net)
     torch.manual_seed(0)
     copied = copy.deepcopy(net).apply(kaiming_fanin)
     assert set(tensors) == {name for name, _ in net.named_parameters()}  # NB201: convs, BN, classifier
     for name, value in copied.named_parameters():
+        assert torch.equal(tensors[name], value), name
+    torch.manual_seed(0)
+    in_place = kaiming_fanin_init_(copy.deepcopy(net))  # VKDNW's in-place form: the same draws
+    for name, value in in_place.named_parameters():
         assert torch.equal(tensors[name], value), name
 
 

@@ -21,6 +21,16 @@ from .registry import get_score, register_score, score_info
 # The best combination measured on NAS-Bench-201 / CIFAR-10 (docs/benchmarks/README.md).
 DEFAULT_MEMBERS: tuple[str, ...] = ("epe", "jacob_cov", "synflow", "params")
 
+#: How each proxy's official code feeds it, used for ensemble members unless ``member_options`` say
+#: otherwise (``samples``: the first rows of the batch; ``noise``: Gaussian noise of that shape, drawn
+#: after the official re-initialisation). ``bench/nb201_sota.py`` scores the benchmark this way.
+OFFICIAL_PROTOCOLS: dict[str, dict] = {
+    "meco": {"samples": 1},
+    "swap": {"samples": 16},
+    **{name: {"samples": 64, "noise": True} for name in ("az_expressivity", "az_progressivity", "az_trainability",
+                                                         "vkdnw", "vkdnw_entropy")},
+}
+
 
 def _check_members(members: Sequence[str]) -> tuple[str, ...]:
     members = tuple(members)
@@ -29,6 +39,14 @@ def _check_members(members: Sequence[str]) -> tuple[str, ...]:
     for name in members:
         score_info(name)  # unknown names raise with the known ones
     return members
+
+
+def _protocol(name: str, batch: int) -> dict:
+    """The official protocol of ``name``; a batch smaller than its ``samples`` is used whole."""
+    protocol = dict(OFFICIAL_PROTOCOLS.get(name, {}))
+    if "samples" in protocol:
+        protocol["samples"] = min(protocol["samples"], batch)
+    return protocol
 
 
 def rank_ensemble(table: Sequence[Mapping[str, float | None]], members: Sequence[str] = DEFAULT_MEMBERS) -> list[float]:
@@ -61,15 +79,24 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
 
 @register_score("ensemble", needs_labels=True, data_dependent=True, combine=rank_ensemble)
 def ensemble_scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None, *,
-                    members: Sequence[str] = DEFAULT_MEMBERS, **options) -> dict[str, float]:
+                    members: Sequence[str] = DEFAULT_MEMBERS, member_options: Mapping[str, Mapping] | None = None,
+                    **options) -> dict[str, float]:
     """The member scores of one network (a dict ``{member: value}``); combine several with ``rank_ensemble``.
 
-    ``options`` are passed to the members that accept them (e.g. ``class_count`` to ``epe``). Members
-    that read the same pass of the network share it (``score_many``).
+    ``options`` are passed to the members that accept them (e.g. ``class_count`` to ``epe``). Each
+    member is fed as its official code feeds it (:data:`OFFICIAL_PROTOCOLS`: MeCo one image, SWAP 16,
+    AZ-NAS and VKDNW 64 samples of noise), updated by ``member_options[member]`` (e.g.
+    ``{"meco": {"samples": 64}}``). Members that read the same pass of the network share it
+    (``score_many``).
     """
     from .fused import score_many  # the fused scorer imports the scores; they do not import the ensemble
 
     members = _check_members(members)
     accepted = {name: inspect.signature(get_score(name)).parameters for name in members}
-    per_member = {name: {k: v for k, v in options.items() if k in accepted[name]} for name in members}
+    unknown = set(member_options or {}) - set(members)
+    if unknown:
+        raise ValueError(f"member_options name score(s) that are not members: {sorted(unknown)}")
+    per_member = {name: {**{k: v for k, v in options.items() if k in accepted[name]},
+                         **_protocol(name, len(inputs)), **(member_options or {}).get(name, {})}
+                  for name in members}
     return score_many(model, inputs, targets, members, {n: o for n, o in per_member.items() if o})

@@ -43,7 +43,9 @@ def score_many(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | N
     Args:
         model, inputs, targets: as for each score (``targets`` may be None when no score needs labels).
         names: registered score names (not rank ensembles: they rank several networks).
-        options: per-score keyword arguments, e.g. ``{"epe": {"class_count": "true"}}``.
+        options: per-score keyword arguments, e.g. ``{"epe": {"class_count": "true"}}``. The key
+            ``samples`` (an int) gives that score only the first ``samples`` rows of the batch (how
+            some official code feeds its proxy: MeCo one image, SWAP 16).
     """
     options = {name: dict(value) for name, value in (options or {}).items()}
     unknown = set(options) - set(names)
@@ -52,25 +54,42 @@ def score_many(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | N
     for name in names:
         if score_info(name).relative:
             raise ValueError(f"{name!r} ranks candidates against each other; score_many computes per-network scores")
+    samples = {name: _samples(name, options[name].pop("samples", None), inputs) for name in options}
+    whole = [n for n in names if samples.get(n) is None]  # the scores that see the whole batch
     values: dict[str, float] = {}
-    shared = [n for n in names if n in INPUT_GRADIENT and _shareable(n, options.get(n, {}))]
+    shared = [n for n in whole if n in INPUT_GRADIENT and _shareable(n, options.get(n, {}))]
     if len(shared) > 1:
         values.update(_input_gradient_pass(model, inputs, targets, shared, options))
-    losses = [n for n in names if n in LOSS_GRADIENT]
+    losses = [n for n in whole if n in LOSS_GRADIENT]
     if len(losses) > 1:
         weights, grads = loss_gradients(model, inputs, targets, " and ".join(losses))
         rules = {"grad_norm": grad_norm_from_gradients, "snip": snip_from_gradients}
         values.update({n: rules[n](weights, grads) for n in losses})
     az = [n for n in names if n in AZ_NAS]
-    if len(az) > 1 and len({_frozen(options.get(n, {})) for n in az}) == 1:
+    if len(az) > 1 and len({(samples.get(n), _frozen(options.get(n, {}))) for n in az}) == 1:
         from .az_nas import az_nas_components
 
-        components = az_nas_components(model, inputs, targets, **options.get(az[0], {}))
+        rows = samples.get(az[0]) or len(inputs)
+        components = az_nas_components(model, inputs[:rows], None if targets is None else targets[:rows],
+                                       **options.get(az[0], {}))
         values.update({n: float(components[n.removeprefix("az_")]) for n in az})
     for name in names:  # the rest, alone
         if name not in values:
-            values[name] = float(get_score(name)(model, inputs, targets, **options.get(name, {})))
+            rows = samples.get(name) or len(inputs)
+            values[name] = float(get_score(name)(model, inputs[:rows], None if targets is None else targets[:rows],
+                                                 **options.get(name, {})))
     return {name: values[name] for name in names}
+
+
+def _samples(name: str, samples, inputs: torch.Tensor) -> int | None:
+    """The rows a score gets (None: the whole batch); refuses what the batch cannot give."""
+    if samples is None:
+        return None
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"{name}: samples must be an int >= 1 (the first rows of the batch), got {samples!r}")
+    if samples > len(inputs):
+        raise ValueError(f"{name}: samples={samples} but the batch has {len(inputs)} rows")
+    return None if samples == len(inputs) else samples
 
 
 def _shareable(name: str, options: dict) -> bool:

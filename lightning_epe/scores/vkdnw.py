@@ -434,7 +434,7 @@ def _seed_global_rng(seed: int | None, device: torch.device) -> None:
             torch.cuda.manual_seed(int(seed))
 
 
-def _entropy(model, inputs, init, p, params_grad_len, seed) -> float:
+def _entropy(model, inputs, init, p, params_grad_len, seed, noise=False) -> float:
     if init not in (None, "official"):
         raise ValueError(f"init must be 'official' (the official Kaiming normal fan-in re-initialisation) or None "
                          f"(the weights as they are), got {init!r}")
@@ -453,6 +453,8 @@ def _entropy(model, inputs, init, p, params_grad_len, seed) -> float:
         if init == "official":
             _seed_global_rng(seed, device)
             kaiming_fanin_init_(model)
+        if noise:  # the official driver's trainloader=None input, drawn after the re-initialisation
+            inputs = torch.randn_like(inputs)
         jacobian, logits = vkdnw_jacobian(model, inputs, selected)
         return vkdnw_from_jacobian(jacobian, logits)
 
@@ -460,7 +462,7 @@ def _entropy(model, inputs, init, p, params_grad_len, seed) -> float:
 @register_score("vkdnw_entropy", needs_labels=False, data_dependent=True)
 def vkdnw_entropy_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None, *,
                         init: Init | None = "official", p: int = 1, params_grad_len: int = 128,
-                        seed: int | None = None) -> float:
+                        seed: int | None = None, noise: bool = False) -> float:
     """VKDNW entropy: spectral entropy of the Fisher matrix of a few sampled weights (higher is better).
 
     Args:
@@ -479,6 +481,8 @@ def vkdnw_entropy_score(model: nn.Module, inputs: torch.Tensor, targets: torch.T
         params_grad_len: only the first this-many tensors of ``named_parameters()`` are sampled.
         seed: with ``init="official"``, draw the re-initialisation from the global RNG seeded with
             ``seed`` (its state is restored afterwards); None: from the global RNG as it is.
+        noise: score ``torch.randn_like(inputs)`` drawn after the re-initialisation, as the official
+            NB201 driver (``trainloader=None``, B = 64) does; only the inputs' shape is used.
 
     Samples are assumed independent in eval mode (true with running-statistics BatchNorm,
     LayerNorm, GroupNorm); a BatchNorm without running statistics mixes them, and then the
@@ -488,7 +492,7 @@ def vkdnw_entropy_score(model: nn.Module, inputs: torch.Tensor, targets: torch.T
     (NaN/inf logits or derivatives: the official code then catches the SVD error and uses zero
     eigenvalues).
     """
-    return _entropy(model, inputs, init, p, params_grad_len, seed)
+    return _entropy(model, inputs, init, p, params_grad_len, seed, noise)
 
 
 @register_score("vkdnw_dim", needs_labels=False, data_dependent=False)
@@ -501,7 +505,7 @@ def vkdnw_dim_score(model: nn.Module, inputs: torch.Tensor | None = None,
 @register_score("vkdnw", needs_labels=False, data_dependent=True)
 def vkdnw_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None, *,
                 init: Init | None = "official", p: int = 1, params_grad_len: int = 128,
-                seed: int | None = None) -> float:
+                seed: int | None = None, noise: bool = False) -> float:
     """VKDNW: ``vkdnw_dim + vkdnw_entropy / (log 9 + 1e-6)``, the official lexicographic ranking in one float.
 
     The official NB201 ranking is the dense lexicographic rank of ``(vkdnw_dim, vkdnw_entropy)``:
@@ -510,4 +514,4 @@ def vkdnw_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | 
     sorts exactly like the pair (the paper's ``VKDNW_single = dim + entropy`` does not always).
     Arguments as :func:`vkdnw_entropy_score`.
     """
-    return vkdnw_combine(vkdnw_dim_score(model), _entropy(model, inputs, init, p, params_grad_len, seed))
+    return vkdnw_combine(vkdnw_dim_score(model), _entropy(model, inputs, init, p, params_grad_len, seed, noise))

@@ -77,3 +77,30 @@ def test_bad_requests_are_clear_errors():
         score_many(net, x, None, ("epe", "jacob_cov"))
     with pytest.raises(ValueError, match="unknown score"):
         score_many(net, x, y, ("epe", "nope"))
+
+
+def test_samples_give_a_score_the_first_rows_of_the_batch():
+    x, y = batch()
+    net = cell()
+    got = score_many(net, x, y, ("epe", "jacob_cov", "naswot"), {"naswot": {"samples": 8}})
+    assert got["naswot"] == get_score("naswot")(net, x[:8])
+    assert got["epe"] == get_score("epe")(net, x, y) and got["jacob_cov"] == get_score("jacob_cov")(net, x)
+    with pytest.raises(ValueError, match="samples=32 but the batch has 16 rows"):
+        score_many(net, x, y, ("naswot",), {"naswot": {"samples": 32}})
+    with pytest.raises(ValueError, match="samples must be an int >= 1"):
+        score_many(net, x, y, ("naswot",), {"naswot": {"samples": 0}})
+
+
+def test_ensemble_members_are_fed_as_their_official_code_feeds_them():
+    from lightning_epe.scores.ensemble import OFFICIAL_PROTOCOLS
+
+    x, y = batch()
+    net = cell()
+    got = ensemble_scores(net, x, y, members=("meco", "swap", "epe"))
+    assert OFFICIAL_PROTOCOLS["meco"] == {"samples": 1} and OFFICIAL_PROTOCOLS["swap"]["samples"] == 16
+    assert got["meco"] == get_score("meco")(net, x[:1])  # MeCo: one image
+    assert got["swap"] == get_score("swap")(net, x)  # SWAP's 16 > this batch of 16: the whole batch
+    overridden = ensemble_scores(net, x, y, members=("meco", "epe"), member_options={"meco": {"samples": 4}})
+    assert overridden["meco"] == get_score("meco")(net, x[:4])
+    with pytest.raises(ValueError, match="not members"):
+        ensemble_scores(net, x, y, members=("epe",), member_options={"meco": {}})

@@ -374,3 +374,15 @@ def test_no_side_effects_when_the_forward_fails(tiny_batch):
         vkdnw_entropy_score(net, x)  # re-initialised weights are put back
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
     assert [p.requires_grad for p in net.parameters()] == flags and net.training
+
+
+def test_noise_scores_gaussian_inputs_drawn_after_the_re_initialisation():
+    torch.manual_seed(0)
+    net = NB201Space().build(9930, num_classes=4, C=4, N=1)
+    x = torch.randn(8, 3, 8, 8)
+    torch.manual_seed(3)
+    noisy = get_score("vkdnw_entropy")(net, x, noise=True)
+    torch.manual_seed(3)
+    assert get_score("vkdnw_entropy")(net, 2 * x + 1, noise=True) == noisy  # only the shape is used
+    torch.manual_seed(3)
+    assert get_score("vkdnw_entropy")(net, x) != noisy

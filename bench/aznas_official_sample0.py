@@ -13,6 +13,7 @@ cells as the official FLOPs column::
     python bench/aznas_official_sample0.py --cells 40            # the first 40 rows
     python bench/aznas_official_sample0.py --start 500 --cells 100 --out /tmp/az_500.csv
     python bench/aznas_official_sample0.py                       # all 1,000 rows (~20 min, one core)
+    python bench/aznas_official_sample0.py --ours docs/benchmarks/nb201_cifar10_proxies_sample0.csv --quiet
 """
 from __future__ import annotations
 
@@ -69,12 +70,20 @@ def main() -> None:
     p.add_argument("--mode", default="official", choices=["official", "clean"])
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (the reference used 1)")
     p.add_argument("--quiet", action="store_true", help="only the summary")
+    p.add_argument("--ours", default=None,
+                   help="compare these values instead of scoring (a CSV with index, az_expressivity, az_progressivity, "
+                        "az_trainability, flops: bench/nb201_sota.py's sample 0, scored with the same protocol)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     with open(args.reference, newline="") as f:
         rows = list(csv.DictReader(f))
     stop = None if args.cells is None else args.start + args.cells
     rows = rows[args.start:stop]
+    precomputed = None
+    if args.ours:
+        with open(args.ours, newline="") as f:
+            precomputed = {int(r["index"]): r for r in csv.DictReader(f)}
+        rows = [r for r in rows if int(r["index"]) in precomputed]
     space = NB201Space()
     worst = {c: [0.0, 0.0] for c in COMPONENTS}
     within_rel = within_mixed = both_inf = mismatches = mismatch_rows = 0
@@ -86,7 +95,12 @@ def main() -> None:
     try:
         for n, row in enumerate(rows, start=args.start):
             index = int(row["index"])
-            values, flops, seconds = score_cell(space, index, args.mode)
+            if precomputed is None:
+                values, flops, seconds = score_cell(space, index, args.mode)
+            else:
+                mine = precomputed[index]
+                values = {c: float(mine[f"az_{c}"]) for c in COMPONENTS}
+                flops, seconds = float(mine.get("flops") or math.nan), math.nan
             ours_seconds.append(seconds)
             official_seconds.append(float(row["seconds"]))
             ours_flops.append(flops)
@@ -127,6 +141,7 @@ def main() -> None:
     if count:
         print(f"  CPU seconds per cell: ours median {np.median(ours_seconds):.3f} (mean {np.mean(ours_seconds):.3f}), "
               f"official median {np.median(official_seconds):.3f} (mean {np.mean(official_seconds):.3f})")
+    if count and np.isfinite(ours_flops).all():  # (--ours files without a flops column skip this)
         print(f"  flops ranks like the official FLOPs: {discordant_pairs(ours_flops, official_flops)} discordant "
               f"pairs of {count * (count - 1) // 2}")
 

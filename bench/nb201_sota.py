@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import time
 from pathlib import Path
@@ -42,7 +43,8 @@ from _common import CIFAR10_SAMPLE, NB201_TRUTH, CsvAppender, kendall_tau_b, loa
 
 from lightning_epe.benchmark import rank_correlations
 from lightning_epe.benchmark.simulation import expected_random_search
-from lightning_epe.scores import get_score, rank_ensemble, score_many
+from lightning_epe.scores import get_score, score_many
+from lightning_epe.scores.ensemble import rank_aggregate
 from lightning_epe.spaces import NB201Space
 
 OUT = Path("docs/benchmarks")
@@ -135,8 +137,7 @@ def load_sample(sample: int, limit: int | None) -> tuple[list[int], dict[str, np
             merged.setdefault(int(row["index"]), {}).update(row)
     cells = [i for i in cells if i in merged and all(merged[i].get(k, "") != "" for k in CLASSIC + NEW)]
     columns = {k: np.array([float(merged[i][k]) for i in cells]) for k in CLASSIC + NEW}
-    columns["az_nas"] = np.array(rank_ensemble([{m: columns[m][j] for m in (*AZ, "flops")} for j in range(len(cells))],
-                                               (*AZ, "flops")))
+    columns["az_nas"] = rank_aggregate({m: columns[m] for m in (*AZ, "flops")})
     return cells, columns
 
 
@@ -146,8 +147,7 @@ def truth_of(cells: list[int], path: str) -> dict[str, np.ndarray]:
 
 
 def ensemble_values(columns: dict[str, np.ndarray], members: tuple[str, ...]) -> np.ndarray:
-    n = len(next(iter(columns.values())))
-    return np.array(rank_ensemble([{m: columns[m][j] for m in members} for j in range(n)], members))
+    return rank_aggregate({m: columns[m] for m in members})
 
 
 def choose_members(columns: dict[str, np.ndarray], truth: np.ndarray, candidates: list[str],
@@ -162,6 +162,21 @@ def choose_members(columns: dict[str, np.ndarray], truth: np.ndarray, candidates
     return tuple(tried[0]["members"].split("+")), tried[0]["tau"], tried
 
 
+#: Scores that share one pass in ``score_many``: a subset pays for the group once (its dearest member).
+SHARED_PASSES = (("epe", "jacob_cov", "naswot"), ("grad_norm", "snip"), AZ)
+
+
+def fused_cost(members: tuple[str, ...], costs: dict[str, float]) -> float:
+    """Estimated CPU seconds of ``score_many(members)`` from each member's cost alone."""
+    total, counted = 0.0, set()
+    for group in SHARED_PASSES:
+        inside = [m for m in members if m in group]
+        if inside:
+            total += max(costs[m] for m in inside)
+            counted.update(inside)
+    return total + sum(costs[m] for m in members if m not in counted)
+
+
 def report(args) -> int:
     from lightning_epe.benchmark.report import ReportTable  # one table, rendered as Markdown
 
@@ -170,20 +185,33 @@ def report(args) -> int:
     proxies = [*CLASSIC, *NEW, "az_nas"]
     candidates = [p for p in proxies if p not in ("flops", "az_nas")]  # flops ranks exactly as params on NB201
     members, tau_select, tried = choose_members(samples[0][1], truths[0][TARGET], candidates, args.max_members)
-    replace_csv(OUT / "nb201_cifar10_sota_ensembles.csv", ["members", "k", "tau"],
-                ({**r, "tau": f"{r['tau']:.4f}"} for r in tried))
+    costs = json.loads(Path(args.costs).read_text()) if args.costs else None
+    if costs:  # the same selection, among the subsets whose fused pass costs at most --budget x EPE alone
+        alone = {**costs["alone_cpu_s"], "meco_official": costs["alone_cpu_s"]["meco"]}
+        for row in tried:
+            row["cost_x_epe"] = fused_cost(tuple(row["members"].split("+")), alone) / costs["epe_cpu_s"]
+        cheap = next(r for r in tried if r["cost_x_epe"] <= args.budget)
+        default, tau_default = tuple(cheap["members"].split("+")), cheap["tau"]
+    replace_csv(OUT / "nb201_cifar10_sota_ensembles.csv", ["members", "k", "tau", "cost_x_epe"],
+                ({**r, "tau": f"{r['tau']:.4f}", "cost_x_epe": f"{r.get('cost_x_epe', math.nan):.2f}"}
+                 for r in tried))
     for s in (0, 1):
         samples[s][1]["ensemble"] = ensemble_values(samples[s][1], members)
+        if costs:
+            samples[s][1]["ensemble_fast"] = ensemble_values(samples[s][1], default)
     lines = ["# State-of-the-art proxies on NAS-Bench-201 (CIFAR-10 networks)\n",
              f"Made by `python bench/nb201_sota.py report --limit {args.limit}` from "
              f"`nb201_cifar10_proxies_sample0.csv` (+ the committed classic columns) and "
              f"`nb201_cifar10_proxies_sample1.csv`. Cells: sample 0 {len(samples[0][0])}, sample 1 "
              f"{len(samples[1][0])} (the first {args.limit} of each sample). Members chosen on sample 0 only "
              f"(every subset of up to {args.max_members} of {len(candidates)} proxies, Kendall tau with "
-             f"{TARGET}): **{' + '.join(members)}** (tau {tau_select:.3f} on sample 0).\n"]
+             f"{TARGET}): **{' + '.join(members)}** (tau {tau_select:.3f} on sample 0)."
+             + (f" Among the subsets whose fused pass costs at most {args.budget}x EPE alone (member costs from "
+                f"`{args.costs}`): **{' + '.join(default)}** (`ensemble_fast`, tau {tau_default:.3f} on sample 0)."
+                if costs else "") + "\n"]
     for s in (0, 1):
         rows = []
-        for p in [*proxies, "ensemble"]:
+        for p in [*proxies, "ensemble", *(["ensemble_fast"] if costs else [])]:
             row = [p]
             for t in TRUTHS:
                 c = rank_correlations(samples[s][1][p], truths[s][t])
@@ -195,7 +223,7 @@ def report(args) -> int:
         lines += [f"## {title}\n", ReportTable(title, headers, rows).to_markdown(), ""]
         replace_csv(OUT / f"nb201_cifar10_proxies_sample{s}_correlations.csv", headers,
                     (dict(zip(headers, r)) for r in rows))
-    lines += search_section(samples[1], truths[1], ReportTable)
+    lines += search_section(samples[1], truths[1], ReportTable, costs is not None)
     lines += published_section(samples, truths, ReportTable)
     (OUT / "nb201_cifar10_sota_report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -203,11 +231,12 @@ def report(args) -> int:
     return 0
 
 
-def search_section(sample, truth, table_cls) -> list[str]:
+def search_section(sample, truth, table_cls, fast: bool) -> list[str]:
     """Simulated random search (exact expectation) on the held-out sample, beside params and the oracle."""
     cells, columns = sample
     picks = {"params": columns["params"], "epe": columns["epe"], "az_nas": columns["az_nas"],
-             "ensemble": columns["ensemble"], "oracle (ranks by C10 valid acc)": truth[TARGET]}
+             "ensemble": columns["ensemble"], **({"ensemble_fast": columns["ensemble_fast"]} if fast else {}),
+             "oracle (ranks by C10 valid acc)": truth[TARGET]}
     headers, rows = ["score", "N"] + list(SEARCH_TRUTHS) + [f"gap closed {t.split('_')[0]}" for t in SEARCH_TRUTHS], []
     for n in (100, 1000):
         base = {t: expected_random_search(columns["params"], truth[t], n)[0] for t in SEARCH_TRUTHS}
@@ -272,6 +301,8 @@ def main(argv=None) -> int:
     r.add_argument("--limit", type=int, default=None)
     r.add_argument("--truth", default=NB201_TRUTH)
     r.add_argument("--max-members", type=int, default=5)
+    r.add_argument("--costs", default=None, help="JSON of `bench/speed.py --ensemble --members <all>`: member costs")
+    r.add_argument("--budget", type=float, default=2.0, help="with --costs: the fused cost limit, in EPE-alone units")
     args = parser.parse_args(argv)
     return score(args) if args.command == "score" else report(args)
 

@@ -52,15 +52,21 @@ def _protocol(name: str, batch: int) -> dict:
 def rank_ensemble(table: Sequence[Mapping[str, float | None]], members: Sequence[str] = DEFAULT_MEMBERS) -> list[float]:
     """Ensemble values of the candidates in ``table`` (one ``{member: value}`` per candidate); higher is better."""
     members = _check_members(members)
-    n = len(table)
-    if n == 0:
-        return []
-    total = np.zeros(n)
-    for name in members:
-        values = np.array([_as_float(row.get(name)) for row in table])
+    columns = {name: [_as_float(row.get(name)) for row in table] for name in members}
+    return rank_aggregate(columns).tolist() if table else []
+
+
+def rank_aggregate(columns: Mapping[str, Sequence[float]]) -> np.ndarray:
+    """``sum over columns of log(rank / n)``: ranks 1 (worst) .. n, ties averaged, NaN ranked worst."""
+    total = None
+    for values in columns.values():
+        values = np.array(values, dtype=np.float64)
         values[np.isnan(values)] = -np.inf  # NaN (and a missing value) ranks worst
-        total += np.log(average_ranks(values) / n)
-    return total.tolist()
+        term = np.log(average_ranks(values) / len(values))
+        total = term if total is None else total + term
+    if total is None:
+        raise ValueError("rank_aggregate needs at least one column")
+    return total
 
 
 def _as_float(value) -> float:

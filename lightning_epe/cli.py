@@ -8,11 +8,13 @@ strategy of your own, and ``--print_config`` to show the effective configuration
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from . import __version__
+from .deprecation import LightningEpeDeprecationWarning
 
 COMMANDS = {
     "search": "score candidates, rank them, train the best and report its test accuracy",
@@ -138,6 +140,7 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    warnings.simplefilter("always", LightningEpeDeprecationWarning)  # a recipe's 0.1 keys: say what replaces them
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())

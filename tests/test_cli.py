@@ -123,3 +123,15 @@ def test_benchmark_command_on_a_search_results_file(tmp_path, capsys):
     assert main(["benchmark", "--scores", str(tmp_path / "missing.csv"), "--ground_truth", str(truth),
                  "--out_dir", str(out)]) != 0
     assert "missing.csv" in capsys.readouterr().err
+
+
+def test_a_recipe_with_the_keys_of_0_1_runs_and_names_the_new_keys(tmp_path):
+    recipe = yaml.safe_load((ROOT / "recipes/quickstart.yaml").read_text())
+    recipe["search"]["strategy"] = recipe["search"].pop("search_strategy")  # 0.1: strategy: random
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(recipe))
+    script = shutil.which("lightning-epe", path=str(Path(sys.executable).parent))
+    done = subprocess.run([script, "score", "--config", str(tmp_path / "old.yaml"), "--results_dir",
+                           str(tmp_path / "out"), *FAST], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "search_strategy='random' (YAML: search.search_strategy)" in done.stderr  # shown to the user
+    assert len((tmp_path / "out" / "scores.jsonl").read_text().splitlines()) == 3

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import lightning as L
@@ -10,6 +9,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.seed import isolate_rng
 
+from ..deprecation import deprecated
 from ..scores import score_info, score_module
 from ..scores.draws import Draws, DrawValue
 
@@ -60,8 +60,7 @@ class EPEScore(L.Callback):
     @property
     def score(self) -> DrawValue | None:
         """Deprecated (0.1) name of :attr:`value`."""
-        warnings.warn("EPEScore.score is deprecated; use EPEScore.value (removed in 0.3)", DeprecationWarning,
-                      stacklevel=2)
+        deprecated("EPEScore.score is now EPEScore.value")
         return self.value
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

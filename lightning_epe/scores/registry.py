@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import warnings
 from dataclasses import dataclass
 from typing import Callable
+
+from ..deprecation import deprecated
 
 _SCORES: dict[str, Callable[..., float]] = {}
 _INFO: dict[str, "ScoreInfo"] = {}
@@ -82,8 +83,7 @@ def list_scores() -> list[str]:
 
 def available() -> list[str]:
     """Deprecated alias of :func:`list_scores` (removed in 0.3)."""
-    warnings.warn("lightning_epe.scores.available() is deprecated; use list_scores()", DeprecationWarning,
-                  stacklevel=2)
+    deprecated("lightning_epe.scores.available() is now list_scores()")
     return list_scores()
 
 

@@ -5,11 +5,11 @@ import dataclasses
 import math
 import time
 import traceback
-import warnings
 from typing import Hashable
 
 import torch
 
+from ..deprecation import deprecated
 from ..scores import score_info
 from ..scores.draws import Draws, rank_draws, score_draws
 from ..spaces import CandidateSpace, NB201Space
@@ -226,26 +226,24 @@ def _renamed_strategies(search_strategy, strategy, distributed_strategy, populat
         if search_strategy != "random":
             raise ValueError(f"strategy={strategy!r} is a search algorithm, and search_strategy={search_strategy!r} "
                              "is given too: `strategy` is now Lightning's distributed strategy (auto, ddp, ...)")
-        _deprecated(f"strategy={strategy!r} (search.strategy) now means Lightning's distributed strategy, as in "
-                    f"Trainer(strategy=...); name the search algorithm with search_strategy={strategy!r} "
-                    f"(YAML: search.search_strategy)")
+        deprecated(f"strategy={strategy!r} (search.strategy) now means Lightning's distributed strategy, as in "
+                   f"Trainer(strategy=...); name the search algorithm with search_strategy={strategy!r} "
+                   f"(YAML: search.search_strategy)", stacklevel=4)
         search_strategy, strategy = strategy, "auto"
     if distributed_strategy is not None:
-        _deprecated("distributed_strategy (search.distributed_strategy) is now called strategy (search.strategy)")
+        deprecated("distributed_strategy (search.distributed_strategy) is now called strategy (search.strategy)",
+                   stacklevel=4)
         strategy = distributed_strategy
     if population is not None or sample_size is not None:
-        _deprecated("population/sample_size are arguments of the evolution strategy now: search_strategy="
-                    "RegularizedEvolution(population=..., sample_size=...) (YAML: search_strategy: {class_path: "
-                    "lightning_epe.search.RegularizedEvolution, init_args: {population: ..., sample_size: ...}})")
+        deprecated("population/sample_size are arguments of the evolution strategy now: search_strategy="
+                   "RegularizedEvolution(population=..., sample_size=...) (YAML: search_strategy: {class_path: "
+                   "lightning_epe.search.RegularizedEvolution, init_args: {population: ..., sample_size: ...}})",
+                   stacklevel=4)
         if search_strategy != "evolution":
             raise ValueError(f"population/sample_size apply to the evolution strategy, not {search_strategy!r}")
         search_strategy = RegularizedEvolution(population=20 if population is None else population,
                                                sample_size=5 if sample_size is None else sample_size)
     return search_strategy, strategy
-
-
-def _deprecated(message: str) -> None:
-    warnings.warn(message + "; the old form is removed in 0.3", DeprecationWarning, stacklevel=4)
 
 
 def _finite(value) -> float | None:

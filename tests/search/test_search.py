@@ -173,3 +173,27 @@ def test_store_refuses_garbage_lines(tmp_path):
     (tmp_path / "scores.jsonl").write_text('{"trial": 0, "score": 1.0}\nnot json\n')
     with pytest.raises(ValueError, match="scores.jsonl:2"):
         ResultsStore(tmp_path)
+
+
+def test_results_directories_of_0_1_still_resume(tiny_data, tmp_path):
+    first = search(results_dir=str(tmp_path), budget=3).run(tiny_data)
+    config = json.loads((tmp_path / "config.json").read_text())
+    old = {k: v for k, v in config.items() if k != "strategy_options"}
+    (tmp_path / "config.json").write_text(json.dumps({**old, "population": 20, "sample_size": 5}))  # 0.1's form
+    resumed = search(results_dir=str(tmp_path), budget=3)
+    resumed.score_candidate = lambda *a, **k: pytest.fail("a resumed search scored a stored trial again")
+    assert [r["score"] for r in resumed.run(tiny_data).records] == [r["score"] for r in first.records]
+
+
+def test_deprecated_strategy_arguments_warn_and_keep_working():
+    with pytest.warns(DeprecationWarning, match="search_strategy='evolution'"):
+        s = ArchitectureSearch(strategy="evolution", budget=4, progress=False)
+    assert s.search_strategy == "evolution" and s.strategy == "auto"
+    with pytest.warns(DeprecationWarning, match="distributed_strategy"):
+        assert ArchitectureSearch(distributed_strategy="ddp", progress=False).strategy == "ddp"
+    with pytest.warns(DeprecationWarning, match="RegularizedEvolution"):
+        s = ArchitectureSearch(search_strategy="evolution", population=8, sample_size=2, progress=False)
+    assert s.config()["strategy_options"] == {"population": 8, "sample_size": 2}
+    with pytest.raises(ValueError, match="apply to the evolution strategy"):
+        with pytest.warns(DeprecationWarning):
+            ArchitectureSearch(population=8, progress=False)

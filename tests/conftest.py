@@ -21,6 +21,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REFERENCE = SHARED / "reference" / "epe_official_seed0"
 NB201_CSV = SHARED / "nb201" / "nb201_accuracies.csv"
 CIFAR10_SAMPLE = SHARED / "cifar10" / "cifar10_sample.npz"
+SOTA = SHARED / "reference" / "sota_official_seed0" / "expected.json"
 
 
 def load_bench_script(name: str):
@@ -59,6 +60,21 @@ def reference():
         "state_dict": lambda tag: {k: torch.from_numpy(v)
                                    for k, v in np.load(REFERENCE / f"state_dict_{tag}.npz").items()},
     }
+
+
+@pytest.fixture(scope="session")
+def sota():
+    """The state-of-the-art proxies' official values on the reference cells (sota_official_seed0/expected.json)."""
+    return json.loads(require(SOTA).read_text())["archs"]
+
+
+def official_net(reference, tag: str):
+    """The reference NB201 network ``tag`` (C=16, N=5, 10 classes) with the official test vectors' weights."""
+    from lightning_epe.spaces import NB201Space
+
+    net = NB201Space().build(reference["expected"][tag]["arch_str"], num_classes=10)
+    net.load_state_dict(reference["state_dict"](tag), strict=True)
+    return net
 
 
 @pytest.fixture

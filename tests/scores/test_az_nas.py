@@ -1,7 +1,6 @@
 """AZ-NAS: parity with the official scorer, the official re-initialisation and RNG order, modes, the
 generic feature rule, bad input, the registered scores and the az_nas rank aggregate."""
 import copy
-import json
 import math
 
 import pytest
@@ -19,7 +18,7 @@ from lightning_epe.scores.az_nas import (
     feature_modules,
 )
 from lightning_epe.spaces import NB201Space
-from tests.conftest import SHARED, require
+from tests.conftest import official_net
 
 SLOW = pytest.mark.slow  # the two largest cells: ~3x the time of the others
 TAGS = [pytest.param("best_c10", marks=SLOW), "resnet", pytest.param("pool_1x1", marks=SLOW), "all_skip", "all_none"]
@@ -35,19 +34,6 @@ SCORES = {"expressivity": "az_expressivity", "progressivity": "az_progressivity"
 # relative); we bound it by 2e-6 absolute, about 4 ulps of a 4-nat entropy.
 REL = {"expressivity": 1e-6, "trainability": 1e-6}
 PROGRESSIVITY_ABS = 2e-6
-
-
-@pytest.fixture(scope="module")
-def sota():
-    """The official AZ-NAS values on the five reference cells (sota_official_seed0/expected.json)."""
-    path = require(SHARED / "reference" / "sota_official_seed0" / "expected.json")
-    return json.loads(path.read_text())["archs"]
-
-
-def official_net(reference, tag):
-    net = NB201Space().build(reference["expected"][tag]["arch_str"], num_classes=10)
-    net.load_state_dict(reference["state_dict"](tag), strict=True)
-    return net
 
 
 def assert_matches(component, got, expected):

@@ -8,14 +8,9 @@ from torch import nn
 
 from lightning_epe.scores import epe_score, get_score, list_scores
 from lightning_epe.spaces import NB201Space
+from tests.conftest import official_net
 
 TAGS = ["best_c10", "resnet", "pool_1x1", "all_skip", "all_none"]
-
-
-def official_net(reference, tag):
-    net = NB201Space().build(reference["expected"][tag]["arch_str"])
-    net.load_state_dict(reference["state_dict"](tag), strict=True)
-    return net
 
 
 @pytest.mark.parametrize("tag", TAGS)

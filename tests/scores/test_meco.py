@@ -1,6 +1,5 @@
 """MeCo: parity with the official code (HamsterMimi/MeCo@0d830dd) through the nasbench2 module tree,
 the clean mode's counting, any network, options and errors."""
-import json
 import math
 import warnings
 
@@ -12,21 +11,9 @@ from torch import nn
 from lightning_epe.scores import get_score, score_info
 from lightning_epe.scores.meco import meco_features, meco_from_features, meco_score, nb201_meco_multiplicity
 from lightning_epe.spaces import NB201Space
-from tests.conftest import SHARED, require
+from tests.conftest import official_net
 
-SOTA = SHARED / "reference" / "sota_official_seed0" / "expected.json"
 TAGS = ["best_c10", "resnet", "pool_1x1", "all_skip", "all_none"]
-
-
-@pytest.fixture(scope="module")
-def sota():
-    return json.loads(require(SOTA).read_text())["archs"]
-
-
-def official_net(reference, tag):
-    net = NB201Space().build(reference["expected"][tag]["arch_str"], num_classes=10)
-    net.load_state_dict(reference["state_dict"](tag), strict=True)
-    return net
 
 
 def tiny_net(seed=0, classes=4, arch=9930):

@@ -1,5 +1,4 @@
 """SWAP: parity with the official code (pym1024/SWAP@f6049f7), the packed-code counter, options and errors."""
-import json
 import math
 
 import numpy as np
@@ -17,22 +16,10 @@ from lightning_epe.scores.swap import (
     swap_score,
 )
 from lightning_epe.spaces import NB201Space
-from tests.conftest import SHARED, require
+from tests.conftest import official_net
 
-SOTA = SHARED / "reference" / "sota_official_seed0" / "expected.json"
 SLOW = pytest.mark.slow
 TAGS = [pytest.param("best_c10", marks=SLOW), "resnet", pytest.param("pool_1x1", marks=SLOW), "all_skip", "all_none"]
-
-
-@pytest.fixture(scope="module")
-def sota():
-    return json.loads(require(SOTA).read_text())["archs"]
-
-
-def official_net(reference, sota, tag):
-    net = NB201Space().build(sota[tag]["arch_str"], num_classes=10)
-    net.load_state_dict(reference["state_dict"](tag), strict=True)
-    return net
 
 
 def official_formula(activations):
@@ -48,14 +35,14 @@ def official_formula(activations):
 @pytest.mark.parametrize("tag", TAGS)
 def test_matches_official_swap(reference, sota, tag):
     # x[:16] (correlation.py --input_samples 16), loaded weights, train mode; counts are integers: exact
-    assert swap_score(official_net(reference, sota, tag), reference["x"][:16]) == sota[tag]["swap"]["swap"]
+    assert swap_score(official_net(reference, tag), reference["x"][:16]) == sota[tag]["swap"]["swap"]
 
 
 @pytest.mark.parametrize("tag", TAGS)
 def test_gaussian_reinit_matches_first_of_the_official_32(reference, sota, tag):
     # correlation.py: torch.manual_seed(0) once, then network.apply(network_weight_gaussian_init) and a
     # forward per repeat; the first repeat is the first draw after the seed (the RNG order is kept)
-    net = official_net(reference, sota, tag)
+    net = official_net(reference, tag)
     torch.manual_seed(0)
     expected = sota[tag]["swap"]["swap_gaussian_reinit_first_of_32"]
     assert swap_score(net, reference["x"][:16], init="gaussian") == expected
@@ -65,7 +52,7 @@ def test_gaussian_reinit_matches_first_of_the_official_32(reference, sota, tag):
 def test_official_32_repeat_protocol_on_cheap_cells(reference, sota, tag):
     # the 32 re-initialisations draw from one RNG stream; swap_score restores the RNG, so the stream is
     # advanced here with the public gaussian_init_ (the library's own protocol is Draws over inits)
-    net = official_net(reference, sota, tag)
+    net = official_net(reference, tag)
     torch.manual_seed(0)
     values = []
     for _ in range(32):
@@ -76,7 +63,7 @@ def test_official_32_repeat_protocol_on_cheap_cells(reference, sota, tag):
 
 @pytest.mark.parametrize("tag", ["resnet", "all_skip"])
 def test_regulariser_uses_the_official_parameter_count(reference, sota, tag):
-    net = official_net(reference, sota, tag)
+    net = official_net(reference, tag)
     assert parameter_count_k(net) == sota[tag]["swap"]["params_K"]
     mu, sigma = 500.0, 2e5
     factor = math.exp(-((sota[tag]["swap"]["params_K"] - mu) ** 2) / sigma)

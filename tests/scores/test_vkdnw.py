@@ -1,6 +1,5 @@
 """VKDNW: parity with the official code (ondratybl/VKDNW@6901b65, torch 2.0.1), the Jacobian against an
 independent per-sample ``vmap(jacrev)`` as the official one, the Fisher statistic, options and errors."""
-import json
 import math
 
 import pytest
@@ -26,9 +25,8 @@ from lightning_epe.scores.vkdnw import (
     vkdnw_selection,
 )
 from lightning_epe.spaces import NB201Space
-from tests.conftest import SHARED, require
+from tests.conftest import official_net
 
-SOTA = SHARED / "reference" / "sota_official_seed0" / "expected.json"
 SLOW = pytest.mark.slow
 TAGS = [pytest.param("best_c10", marks=SLOW), "resnet", pytest.param("pool_1x1", marks=SLOW), "all_skip", "all_none"]
 
@@ -50,24 +48,13 @@ TOLERANCE = {
 }
 
 
-@pytest.fixture(scope="module")
-def sota():
-    return json.loads(require(SOTA).read_text())["archs"]
-
-
-def official_net(reference, sota, tag):
-    net = NB201Space().build(sota[tag]["arch_str"], num_classes=10)
-    net.load_state_dict(reference["state_dict"](tag), strict=True)
-    return net
-
-
 # ---------------------------------------------------------------- parity with the official code
 
 
 @pytest.mark.parametrize("tag", TAGS)
 @pytest.mark.parametrize("key", ["loaded_p1", "reinit_kaiming_seed0_p1"])
 def test_matches_official_vkdnw(reference, sota, tag, key):
-    net = official_net(reference, sota, tag)
+    net = official_net(reference, tag)
     expected = sota[tag]["vkdnw"][key]
     if key == "loaded_p1":
         got = vkdnw_entropy_score(net, reference["x"][:64], init=None)
@@ -82,7 +69,7 @@ def test_matches_official_vkdnw(reference, sota, tag, key):
 
 
 def test_seed_option_equals_seeding_the_global_rng(reference, sota):
-    net = official_net(reference, sota, "all_skip")
+    net = official_net(reference, "all_skip")
     x = reference["x"][:64]
     torch.manual_seed(0)
     seeded_globally = vkdnw_entropy_score(net, x)

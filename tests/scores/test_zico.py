@@ -1,5 +1,4 @@
 """ZiCo: parity with the official code (SLDGroup/ZiCo@b0fec65), its float32 arithmetic, options and errors."""
-import json
 import math
 
 import numpy as np
@@ -11,23 +10,11 @@ from torch import nn
 from lightning_epe.scores import get_score, score_info
 from lightning_epe.scores.zico import zico_from_gradients, zico_score, zico_weights
 from lightning_epe.spaces import NB201Space
-from tests.conftest import SHARED, require
+from tests.conftest import official_net
 
-SOTA = SHARED / "reference" / "sota_official_seed0" / "expected.json"
 SLOW = pytest.mark.slow  # full-size cells with convolutions: seconds each
 TAGS = [pytest.param("best_c10", marks=SLOW), pytest.param("resnet", marks=SLOW),
         pytest.param("pool_1x1", marks=SLOW), "all_skip", "all_none"]
-
-
-@pytest.fixture(scope="module")
-def sota():
-    return json.loads(require(SOTA).read_text())["archs"]
-
-
-def official_net(reference, tag):
-    net = NB201Space().build(reference["expected"][tag]["arch_str"], num_classes=10)
-    net.load_state_dict(reference["state_dict"](tag), strict=True)
-    return net
 
 
 def tiny_net(seed=0, classes=4):

@@ -46,7 +46,7 @@ EOF
   $PY -c 'import lightning_epe.scores, lightning_epe.spaces; print("lightning_epe imports from", lightning_epe.__file__)' || exit 1
 
   echo "== tests: fast path (CUDA tests run when a GPU is present) and the EPE score"
-  timeout 150 $PY -m pytest -q -p no:cacheprovider -m "not slow" -rs tests/test_fast_path.py tests/test_epe_score.py
+  timeout 150 $PY -m pytest -q -p no:cacheprovider -m "not slow" -rs tests/scores/test_fast_path.py tests/scores/test_epe.py tests/scores/test_fused.py
   echo "tests exit status: $?"
 
   echo "== benchmark: accuracy on the device, official vs ours, 1,000 cells built and scored"

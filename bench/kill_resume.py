@@ -17,12 +17,27 @@ results directory:
 
 then the same command once more, to the end. Checked: every trial is in ``scores.jsonl`` exactly
 once, every line parses, every (candidate, score) equals the reference bit for bit, and the best
-(``summary.json``) equals the reference's. Exit code 0 when all hold.
+(``summary.json``) equals the reference's. (With another ``--candidates``, the record counts of
+the moments scale with it.)
 
-    python bench/kill_resume.py                         # ~10 process starts
+Then two more faults of one results directory:
+
+8. Two writers at once: the same command started twice, together, in an empty directory. One
+   must refuse (exit 1, naming the holder of the directory's lock), the other run to the end;
+   then the refused one is run again (it resumes: nothing scored twice).
+9. A forced run with a different score (``--search.score naswot --search.force true``) in the
+   finished directory, SIGKILLed midway, then run again to the end: the epe records must be in
+   ``previous/1/`` byte for byte, and ``scores.jsonl`` must hold the naswot records only.
+
+Reported: records lost (a reference trial missing), duplicated (a trial twice) and mixed (a
+record of another configuration, by its ``config_id``); all must be 0. Exit code 0 when all hold.
+
+    python bench/kill_resume.py                         # ~16 process starts
     python bench/kill_resume.py --candidates 60 --threads 1 --work /tmp/kill-resume
+    python bench/kill_resume.py --candidates 20         # a quick run
 
-A smaller version runs in CI: tests/test_reliability.py::test_kill_and_ctrl_c_then_rerun_equals_an_uninterrupted_run.
+A smaller version runs in CI: tests/integration/test_reliability.py::
+test_kill_and_ctrl_c_then_rerun_equals_an_uninterrupted_run.
 """
 from __future__ import annotations
 
@@ -40,10 +55,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def command(candidates: int, results_dir: Path) -> list[str]:
+def command(candidates: int, results_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "lightning_epe.cli", "score", "--config", str(ROOT / "recipes" / "quickstart.yaml"),
             "--search.budget", str(candidates), "--search.build_options", '{"C": 2, "N": 1}',
-            "--search.batch_size", "64", "--search.progress", "false", "--results_dir", str(results_dir)]
+            "--search.batch_size", "64", "--search.progress", "false", "--results_dir", str(results_dir), *extra]
+
+
+def audit(path: Path, expected: dict[int, dict], config_ids: set[str] | None = None) -> dict:
+    """Records ``lost`` (an expected trial missing), ``duplicated`` (a trial more than once), ``mixed``
+    (config_id not in ``config_ids``; default: not the most common one) and ``different`` (candidate or
+    score not bit for bit the expected one) in ``path``; every line must parse."""
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    trials = [r["trial"] for r in records]
+    ids = [r.get("config_id") for r in records]
+    if config_ids is None:
+        config_ids = {max(set(ids), key=ids.count)} if ids else set()
+    by_trial = {r["trial"]: r for r in records}
+    return {
+        "lost": sum(t not in by_trial for t in expected),
+        "duplicated": len(trials) - len(set(trials)),
+        "mixed": sum(i not in config_ids for i in ids),
+        "different": sum((r["candidate"], r["score"]) != (expected[t]["candidate"], expected[t]["score"])
+                         for r in records if (t := r["trial"]) in expected),
+    }
+
+
+def clean(counts: dict) -> bool:
+    return not any(counts.values())
 
 
 def lines_in(path: Path) -> int:
@@ -73,8 +111,8 @@ def main() -> int:
     parser.add_argument("--work", default=None, help="working directory (default: a temporary one, removed)")
     args = parser.parse_args()
     n = args.candidates
-    if n < 50:
-        parser.error("--candidates must be >= 50 (the kill moments go up to 45 records and the last one)")
+    if n < 12:
+        parser.error("--candidates must be >= 12 (the kill moments are at 1/12, 1/4, 1/2 and 3/4 of the records)")
     work = Path(args.work or tempfile.mkdtemp(prefix="kill-resume-"))
     reference, resumed = work / "reference", work / "resumed"
     for d in (reference, resumed):
@@ -93,13 +131,14 @@ def main() -> int:
     print(f"reference: {n} candidates, uninterrupted, {time.monotonic() - started:.0f} s")
 
     t0 = [0.0]
+    at = [n // 12, n // 4, n // 2, 3 * n // 4]  # 5, 15, 30, 45 of 60
     moments = [
         ("start-up (no file yet)", signal.SIGKILL, lambda: time.monotonic() - t0[0] > 1.0),
         ("config.json just written", signal.SIGKILL, lambda: (resumed / "config.json").exists()),
-        ("after 5 records", signal.SIGKILL, lambda: lines_in(scores) >= 5),
-        ("after 15 records + a torn record", signal.SIGKILL, lambda: lines_in(scores) >= 15),
-        ("Ctrl-C after 30 records", signal.SIGINT, lambda: lines_in(scores) >= 30),
-        ("after 45 records", signal.SIGKILL, lambda: lines_in(scores) >= 45),
+        (f"after {at[0]} records", signal.SIGKILL, lambda: lines_in(scores) >= at[0]),
+        (f"after {at[1]} records + a torn record", signal.SIGKILL, lambda: lines_in(scores) >= at[1]),
+        (f"Ctrl-C after {at[2]} records", signal.SIGINT, lambda: lines_in(scores) >= at[2]),
+        (f"after {at[3]} records", signal.SIGKILL, lambda: lines_in(scores) >= at[3]),
         (f"after record {n} (summary)", signal.SIGKILL, lambda: lines_in(scores) >= n),
     ]
     ok = True
@@ -141,10 +180,61 @@ def main() -> int:
     print(f"every trial exactly once: {once}; every line parses: True; scores bitwise equal to the reference: "
           f"{same}; best equal: {best[0] == best[1]} ({best[1]['arch']}, {best[1]['score']})")
     ok &= once and same and best[0] == best[1]
+    expected = {json.loads(line)["trial"]: json.loads(line) for line in reference_lines}
+    counts = audit(scores, expected)
+    print(f"kills and resumes: lost {counts['lost']}, duplicated {counts['duplicated']}, mixed {counts['mixed']}")
+    ok &= clean(counts)
+
+    ok &= two_writers(n, work / "two", env, expected)
+    ok &= forced_other_score(n, resumed, env, expected)
     print(f"{'PASS' if ok else 'FAIL'} in {time.monotonic() - started:.0f} s")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
+
+
+def two_writers(n: int, directory: Path, env: dict, expected: dict) -> bool:
+    """The same command twice at once in one directory: one refuses (the lock), one runs; then the
+    refused one again (it resumes)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    processes = [subprocess.Popen(command(n, directory), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = [(p.wait(timeout=1800), p.stderr.read()) for p in processes]
+    codes = sorted(code for code, _ in outcomes)
+    refusal = next((err for code, err in outcomes if code != 0), "")
+    ok = codes == [0, 1] and "is in use by another search (pid" in refusal
+    holder = refusal[refusal.find("(pid") + 1:refusal.find(";")] if refusal else ""
+    print(f"two writers at once: exit codes {codes}; the refused one said: in use by another search ({holder})")
+    code, err, _ = run(command(n, directory), env)
+    counts = audit(directory / "scores.jsonl", expected)
+    print(f"  the refused one again: exit {code}; lost {counts['lost']}, duplicated {counts['duplicated']}, "
+          f"mixed {counts['mixed']}, not bitwise equal {counts['different']}")
+    return ok and code == 0 and clean(counts)
+
+
+def forced_other_score(n: int, directory: Path, env: dict, expected: dict) -> bool:
+    """``--search.score naswot --search.force true`` in the finished epe directory, killed midway, then
+    run again: the epe records move to previous/1/ intact, scores.jsonl holds naswot records only."""
+    epe = (directory / "scores.jsonl").read_bytes()
+    forced = command(n, directory, "--search.score", "naswot", "--search.force", "true")
+    scores = directory / "scores.jsonl"
+    code, err, sent = run(forced, env, lambda: (directory / "previous").exists() and lines_in(scores) >= n // 3)
+    print(f"forced run with another score (naswot), SIGKILL after {lines_in(scores)} records: exit {code}")
+    code, err, _ = run(forced, env)
+    kept = (directory / "previous" / "1" / "scores.jsonl")
+    same_epe = kept.exists() and kept.read_bytes() == epe
+    epe_ids = {json.loads(line)["config_id"] for line in epe.decode().splitlines() if "config_id" in line}
+    config = json.loads((directory / "config.json").read_text())
+    records = [json.loads(line) for line in scores.read_text().splitlines()]
+    ids = {r.get("config_id") for r in records}
+    counts = audit(scores, {t: {"candidate": r["candidate"], "score": None} for t, r in expected.items()})
+    counts.pop("different")  # naswot values, not the epe reference's
+    mixed = counts["mixed"] + sum(i in epe_ids for i in ids)
+    print(f"  run again: exit {code}; epe records in previous/1/ byte for byte: {same_epe}; config.json score: "
+          f"{config['score']}; scores.jsonl: lost {counts['lost']}, duplicated {counts['duplicated']}, "
+          f"mixed {mixed} ({len(records)} records, {len(ids)} config_id)")
+    return code == 0 and same_epe and config["score"] == "naswot" and counts["lost"] == counts["duplicated"] == 0 \
+        and mixed == 0 and len(ids) == 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ _LAZY = {
     "NB201Space": "lightning_epe.spaces",
     "epe_score": "lightning_epe.scores",
     "get_score": "lightning_epe.scores",
+    "selecting_output": "lightning_epe.scores._validation",
 }
 
 

@@ -7,14 +7,18 @@ strategy of your own, and ``--print_config`` to show the effective configuration
 """
 from __future__ import annotations
 
+import os
+import re
 import sys
 import warnings
 from pathlib import Path
-
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .deprecation import LightningEpeDeprecationWarning
+
+if TYPE_CHECKING:  # jsonargparse, torch and Lightning load inside main(), where Ctrl-C is handled
+    from jsonargparse import ArgumentParser, Namespace
 
 COMMANDS = {
     "search": "score candidates, rank them, train the best and report its test accuracy",
@@ -29,6 +33,7 @@ DEVICE_KEYS = ("accelerator", "devices", "num_nodes", "strategy")
 def _experiment_parser(command: str) -> ArgumentParser:
     """One schema for search, score and fit, so that any recipe works with every command."""
     import lightning as L
+    from jsonargparse import ActionConfigFile, ArgumentParser
 
     from .module import CandidateModule
     from .search import ArchitectureSearch
@@ -55,6 +60,8 @@ def _experiment_parser(command: str) -> ArgumentParser:
 
 
 def _benchmark_parser() -> ArgumentParser:
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
     from .benchmark import run_benchmark
 
     parser = ArgumentParser(description=COMMANDS["benchmark"], exit_on_error=False)
@@ -73,6 +80,8 @@ def build_parser(subparsers: dict[str, ArgumentParser]) -> ArgumentParser:
     ``main`` builds only the subcommand it runs: each subcommand's parser describes Lightning's
     classes, and building one costs about an ``import lightning``.
     """
+    from jsonargparse import ArgumentParser
+
     parser = ArgumentParser(prog="lightning-epe", description="Training-free neural architecture search "
                             "(EPE-NAS) for PyTorch Lightning.", exit_on_error=False)
     parser.add_argument("--version", action="version", version=f"lightning-epe {__version__}")
@@ -94,10 +103,11 @@ def _run_experiment(command: str, cfg: Namespace, parser: ArgumentParser) -> dic
     import lightning as L
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
+    from .search._checks import MAX_SEED, check_int
     from .search.progress import console
-    from .search.store import ResultsStore
 
-    L.seed_everything(cfg.seed_everything, verbose=False)
+    L.seed_everything(check_int("seed_everything", cfg.seed_everything, 0, MAX_SEED, flag="--seed_everything"),
+                      verbose=False)
     init = parser.instantiate(cfg)
     datamodule, search = init.data, init.search
     for key in DEVICE_KEYS:
@@ -111,18 +121,17 @@ def _run_experiment(command: str, cfg: Namespace, parser: ArgumentParser) -> dic
         console.print(f"[bold green]test accuracy of {search.describe(candidate)}[/]: {metrics['test_acc']:.4f}",
                       soft_wrap=True)
         return {"test": metrics}
-    search.results_dir = cfg.results_dir
-    if cfg.results_dir and rank_zero_only.rank == 0:
-        # checked first (writable? same configuration?), so a refused run leaves the directory as it was
-        ResultsStore(cfg.results_dir).check_config(search.config(datamodule), force=search.force)
-        save_config(parser, cfg, cfg.results_dir)
-    best = search.run(datamodule).best
+    search.results_dir = cfg.results_dir  # '' refused, ~ expanded
+    # config.yaml is written with config.json, once the search has checked everything (writable, not in
+    # use, same configuration, data): a refused run leaves the directory as it was
+    files = {"config.yaml": parser.dump(cfg)} if search.results_dir else None
+    best = search.run(datamodule, files=files).best
     if rank_zero_only.rank != 0:  # other processes of a distributed search: rank 0 reports
         return {"best": best}
     console.print(f"[bold green]best[/]: {best['arch']} (candidate {best['candidate']}), "
                   f"{search.score_label} score {best['score']:.4f}", soft_wrap=True)
-    if cfg.results_dir:
-        console.print(f"results in {cfg.results_dir}/")
+    if search.results_dir:
+        console.print(f"results in {search.results_dir}/")
     if command == "score":
         return {"best": best}
     metrics = search.fit(init.trainer, datamodule, **cfg.model.as_dict())
@@ -139,9 +148,29 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _accepted_hint(message: str) -> str:
+    """The accepted values of the option a jsonargparse error names (``Parser key "search.budget"``)."""
+    from .search._checks import ACCEPTED
+
+    match = re.search(r'key "([\w.]+)"', message)
+    accepted = ACCEPTED.get(match.group(1).rsplit(".", 1)[-1]) if match else None
+    return f"\n  accepted for --{match.group(1)}: {accepted}" if accepted else ""
+
+
 def main(argv: list[str] | None = None) -> int:
-    warnings.simplefilter("always", LightningEpeDeprecationWarning)  # a recipe's 0.1 keys: say what replaces them
+    """The ``lightning-epe`` command; returns the exit code (130 after Ctrl-C, at any moment)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # during start-up (imports, parsing); the run has its own message
+        command = argv[0] if argv and argv[0] in COMMANDS else ""
+        print(f"lightning-epe{' ' + command if command else ''}: interrupted during start-up; nothing was "
+              "scored", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
+    warnings.simplefilter("always", LightningEpeDeprecationWarning)  # a recipe's 0.1 keys: say what replaces them
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -156,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = build_parser({command: subparser}).parse_args(argv)[command]
     except Exception as err:  # jsonargparse reports unknown keys and wrong types here
-        print(f"lightning-epe {command}: error: {err}", file=sys.stderr)
+        print(f"lightning-epe {command}: error: {err}{_accepted_hint(str(err))}", file=sys.stderr)
         return 2
     try:
         if command == "benchmark":
@@ -170,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         message = f"lightning-epe {command}: interrupted"
         if command in ("search", "score"):
-            message += (f"; the records so far are safe in {cfg.results_dir}: rerun the same command to resume"
-                        if cfg.results_dir else " (give --results_dir to make a search resumable)")
+            where = cfg.results_dir and os.path.expanduser(cfg.results_dir)
+            message += (f"; the records so far are safe in {where}: rerun the same command to resume"
+                        if where else " (give --results_dir to make a search resumable)")
         print(message, file=sys.stderr)
         return 130
     except (ValueError, TypeError, RuntimeError, OSError) as err:

@@ -32,7 +32,8 @@ def test_every_recipe_parses(recipe, capsys):
         main(["search", "--config", str(recipe), "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["search"]["score"] == "epe" and printed["data"]["class_path"].startswith("lightning_epe.data.")
+    assert printed["search"]["score"] == ("ensemble" if "ensemble" in recipe.stem else "epe")
+    assert printed["data"]["class_path"].startswith("lightning_epe.data.")
 
 
 def test_quickstart_search_end_to_end_and_resume(tmp_path, capsys):
@@ -97,6 +98,18 @@ def test_paper_recipes_run_with_small_overrides(recipe, data, request, tmp_path)
     assert config["search"]["batch_policy"] == "fresh" and config["search"]["search_strategy"] == "random"
 
 
+def test_ensemble_recipe_runs_with_small_overrides(cifar_dir, tmp_path):
+    code = main(["search", "--config", str(ROOT / "recipes/nb201_cifar10_ensemble.yaml"), "--results_dir",
+                 str(tmp_path), "--data.init_args.data_dir", str(cifar_dir), "--data.init_args.num_workers", "0",
+                 "--data.init_args.batch_size", "16", *FAST, *FAST_TRAIN])
+    assert code == 0
+    records = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    members = yaml.safe_load((ROOT / "recipes/nb201_cifar10_ensemble.yaml").read_text())["search"]["score_options"]
+    assert all(set(r["scores"]) == set(members["members"]) for r in records)  # every member of every candidate
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["scored"] == 3 and 0.0 <= summary["test_accuracy"] <= 1.0
+
+
 def test_timm_recipe_runs_with_small_overrides(cifar_dir, tmp_path):
     code = main(["search", "--config", str(ROOT / "recipes/timm_cifar10.yaml"), "--results_dir", str(tmp_path),
                  "--data.init_args.data_dir", str(cifar_dir), "--data.init_args.num_workers", "0",
@@ -135,3 +148,43 @@ def test_a_recipe_with_the_keys_of_0_1_runs_and_names_the_new_keys(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "search_strategy='random' (YAML: search.search_strategy)" in done.stderr  # shown to the user
     assert len((tmp_path / "out" / "scores.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--search.budget", "ten"], 2, "accepted for --search.budget: an int >= 1, or null"),
+    (["--search.budget", "2.5"], 2, "accepted for --search.budget: an int >= 1, or null"),
+    (["--search.budget", "true"], 2, "accepted for --search.budget: an int >= 1, or null"),
+    (["--search.budget", "-1"], 1, "budget (--search.budget) must be an int >= 1"),
+    (["--search.budget", "0"], 1, "budget (--search.budget) must be an int >= 1"),
+    (["--search.seed", "-1"], 1, "seed (--search.seed) must be an int in 0..4294967295; got -1"),
+    (["--search.seed", str(2**64)], 1, "seed (--search.seed) must be an int in 0..4294967295"),
+    (["--search.seed", "ten"], 2, "accepted for --search.seed: an int in 0..4294967295"),
+    (["--seed_everything", "-1"], 1, "seed_everything (--seed_everything) must be an int in 0..4294967295"),
+], ids=["budget_ten", "budget_2.5", "budget_true", "budget_-1", "budget_0", "seed_-1", "seed_2**64", "seed_ten",
+        "seed_everything_-1"])
+def test_budgets_and_seeds_name_the_option_and_the_accepted_range(args, code, message, capsys, tmp_path):
+    got = main(["score", "--config", str(ROOT / "recipes/quickstart.yaml"), "--results_dir", str(tmp_path),
+                *FAST, *args])
+    err = capsys.readouterr().err
+    assert got == code and message in err, err
+    assert not (tmp_path / "scores.jsonl").exists()
+
+
+def test_output_selection_in_a_recipe(capsys):
+    for value, expected in (("0", 0), ("logits", "logits")):
+        with pytest.raises(SystemExit):
+            main(["score", "--config", str(ROOT / "recipes/quickstart.yaml"), "--search.output", value,
+                  "--print_config"])
+        assert yaml.safe_load(capsys.readouterr().out)["search"]["output"] == expected
+
+
+def first_element(output):
+    """An ``output=`` function for the test below (YAML names it by its dotted path)."""
+    return output[0]
+
+
+def test_output_selection_by_a_functions_dotted_path(tmp_path):
+    from lightning_epe.search import ArchitectureSearch
+
+    search = ArchitectureSearch(output="tests.test_cli.first_element", progress=False)
+    assert search.output is first_element and search.config()["output"] == "tests.test_cli.first_element"

@@ -1,8 +1,9 @@
 """EPEScore: score a LightningModule's network at initialisation, before the first optimiser step."""
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import lightning as L
 import torch
@@ -11,7 +12,11 @@ from lightning.pytorch.utilities.seed import isolate_rng
 
 from ..deprecation import deprecated
 from ..scores import score_info, score_module
+from ..scores._validation import check_output_selector, explain_error, nan_reason, selecting_output
 from ..scores.draws import Draws, DrawValue
+from ..search._checks import MAX_SEED, check_int
+
+PRECISIONS = ("float32", None)
 
 
 class EPEScore(L.Callback):
@@ -26,13 +31,25 @@ class EPEScore(L.Callback):
         score: a registered score name (default ``"epe"``).
         batch: an ``(inputs, targets)`` pair to score on (or a list of pairs, one per batch draw);
             default: the first batches of the train dataloader.
-        min_score: stop the fit before any step if the score is below this (or NaN) on any process.
+        min_score: stop the fit before any step if the score is below this (or NaN) on any process
+            (``min_epochs``/``min_steps`` of the Trainer are lifted for that fit: a refusal refuses).
         score_options: extra keyword arguments for the score (e.g. ``{"class_count": "true"}``).
         draws: score k times and combine (``Draws(k=4, over="batches")``, or a dict / int k):
             over ``batches`` (the first k batches), ``inits`` (the module as it is, then k - 1
             re-initialisations by each layer's ``reset_parameters``, seeded from ``seed``; the
             weights are restored after) or ``both``; combined by ``mean`` or ``median``.
-        seed: seeds the re-initialisations of draws over inits.
+        seed: seeds the re-initialisations of draws over inits (an int in 0..4294967295).
+        output: which part of the model's output is the logits (see ``ArchitectureSearch``): None
+            (the default rule), an int index, an attribute or key name, or a function output -> logits.
+        precision: ``"float32"`` (default): the network is scored in float32 whatever the Trainer's
+            precision (``bf16-true``/``16-true`` parameters are viewed in float32 for the score, then
+            put back; autocast is off), so a score does not depend on the precision of training.
+            None: score the network as it is.
+
+    A fit resumed from a checkpoint (``fit(ckpt_path=...)``) does not score the trained network:
+    the score measured at initialisation is saved in the checkpoint (the callback's state) and
+    restored from it; from a checkpoint without that state the callback says it is not scoring,
+    and ``value`` stays None.
 
     After the fit starts, ``value`` holds the score (the combination of the draws) and ``values``
     every draw. With a rank ensemble (``score="ensemble"``), a single network has no rank: the
@@ -41,7 +58,8 @@ class EPEScore(L.Callback):
     """
 
     def __init__(self, score: str = "epe", batch: Any = None, min_score: float | None = None,
-                 score_options: dict | None = None, draws: Draws | dict | int | None = None, seed: int = 0):
+                 score_options: dict | None = None, draws: Draws | dict | int | None = None, seed: int = 0,
+                 output: Callable | int | str | None = None, precision: str | None = "float32"):
         self._score_name = score
         self._info = score_info(score)
         if self._info.relative and min_score is not None:
@@ -53,9 +71,29 @@ class EPEScore(L.Callback):
         self._batch = batch
         self._min_score = min_score
         self._score_options = dict(score_options or {})
-        self._seed = seed
+        self._seed = check_int("seed", seed, 0, MAX_SEED, flag="EPEScore(seed=...)")
+        self._output = check_output_selector(output)
+        if precision not in PRECISIONS:
+            raise ValueError(f"EPEScore precision must be 'float32' (score in float32 whatever the Trainer's "
+                             f"precision) or None (score the network as it is), got {precision!r}")
+        self._precision = precision
+        self._restored: dict | None = None
         self.values: list[DrawValue] = []
         self.value: DrawValue | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(score=self._score_name)
+
+    def state_dict(self) -> dict:
+        """The score measured at initialisation, saved in checkpoints (a resumed fit restores it)."""
+        if self.value is None:
+            return {}
+        return {"score": self._score_name, "value": self.value, "values": list(self.values)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict.get("value") is not None:
+            self._restored = dict(state_dict)
 
     @property
     def score(self) -> DrawValue | None:
@@ -64,23 +102,56 @@ class EPEScore(L.Callback):
         return self.value
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        with isolate_rng():
-            self.values = score_module(pl_module, self._batches(trainer), self._draws, score=self._score_name,
-                                       seed=self._seed, **self._score_options)
-        value = self._draws.combine_values(self.values)
-        self.value = {k: float(v) for k, v in value.items()} if self._info.relative else float(value)
+        step = getattr(trainer, "global_step", 0)
+        if self._restored is not None:  # fit(ckpt_path=...): the score at initialisation, from the checkpoint
+            self.values, self.value = list(self._restored["values"]), self._restored["value"]
+            rank_zero_info(f"EPEScore: the fit resumes at step {step}; the {self._score_name} score at initialisation "
+                           "is restored from the checkpoint (the trained network is not scored)")
+        elif step > 0:
+            rank_zero_warn(
+                f"EPEScore is not scoring: the fit resumes at step {step} from a checkpoint without EPEScore's state "
+                "(saved without this callback, or by lightning-epe < 0.2), so the network is trained and its score "
+                "would not be the score at initialisation; value stays None and min_score is not applied"
+            )
+            return
+        else:
+            with isolate_rng():  # (drawing the batches from a shuffling loader takes random numbers too)
+                batches = self._batches(trainer)
+                self.values = self._score(pl_module, batches)
+            value = self._draws.combine_values(self.values)
+            self.value = {k: float(v) for k, v in value.items()} if self._info.relative else float(value)
         self._log(trainer)
         if self._info.relative:
             return
         if math.isnan(self.value):
-            rank_zero_warn(f"the {self._score_name} score is NaN: the network's input gradients are degenerate")
+            targets = batches[0][1] if self._restored is None else None
+            rank_zero_warn(f"the {self._score_name} score is NaN: "
+                           + nan_reason(self._score_name, self._score_options, targets, None, self._draws.k))
         below = self._min_score is not None and not (self.value >= self._min_score)
         if trainer.strategy.reduce_boolean_decision(below, all=False):  # one process below: every one stops
             rank_zero_warn(
                 f"{self._score_name} score {self.value} is below min_score={self._min_score} (or NaN) on at least "
                 "one process: stopping before training. Pre-select architectures before spending compute on them."
             )
-            trainer.should_stop = True
+            _stop_now(trainer)
+
+    def _score(self, pl_module: L.LightningModule, batches: list) -> list[DrawValue]:
+        """The draws, in float32 (unless precision=None), with autocast off; a failure is re-raised with
+        a note saying where, on what inputs, and what the score needs."""
+        device = next((t.device for t in [*pl_module.parameters(), *pl_module.buffers()]), torch.device("cpu"))
+        try:
+            with selecting_output(self._output), _float32(pl_module, self._precision) as converted, \
+                    torch.autocast(device_type=device.type, enabled=False):
+                if converted:
+                    rank_zero_info(f"EPEScore: scoring in float32 (the model's parameters are {converted}: the "
+                                   "Trainer's precision); EPEScore(precision=None) scores the network as it is")
+                return score_module(pl_module, batches, self._draws, score=self._score_name, seed=self._seed,
+                                    **self._score_options)
+        except Exception as err:
+            inputs = batches[0][0] if batches and isinstance(batches[0][0], torch.Tensor) else None
+            err.add_note(explain_error(err, pl_module, inputs, self._score_name,
+                                       where=f"{type(pl_module).__name__} at the start of training (EPEScore)"))
+            raise
 
     def _log(self, trainer: L.Trainer) -> None:
         metrics = ({f"{k}_score": v for k, v in self.value.items()} if self._info.relative
@@ -110,6 +181,46 @@ class EPEScore(L.Callback):
                     "pass batch=(inputs, targets) to score on"
                 )
         return given[:needed]
+
+
+def _stop_now(trainer: L.Trainer) -> None:
+    """Stop the fit before any step, even under ``min_epochs``/``min_steps`` (which would otherwise keep
+    it training after the refusal)."""
+    trainer.should_stop = True
+    fit_loop = getattr(trainer, "fit_loop", None)
+    if fit_loop is not None:
+        fit_loop.min_epochs = 0
+        fit_loop.epoch_loop.min_steps = None
+
+
+@contextlib.contextmanager
+def _float32(model: torch.nn.Module, precision: str | None) -> Iterator[str | None]:
+    """Floating-point parameters and buffers that are not float32 viewed as float32 copies inside (the
+    same Parameter objects: optimisers are unaffected), the originals put back on exit. Yields the
+    dtypes converted ("bfloat16", ...), or None when nothing was."""
+    if precision is None:
+        yield None
+        return
+    params: dict[int, tuple[torch.nn.Parameter, torch.Tensor]] = {}
+    buffers: list[tuple[torch.nn.Module, str, torch.Tensor]] = []
+    dtypes: set[str] = set()
+    try:
+        for module in model.modules():
+            for p in module._parameters.values():
+                if p is not None and p.is_floating_point() and p.dtype != torch.float32 and id(p) not in params:
+                    params[id(p)] = (p, p.data)
+                    dtypes.add(str(p.dtype).replace("torch.", ""))
+                    p.data = p.data.float()
+            for name, b in module._buffers.items():
+                if b is not None and b.is_floating_point() and b.dtype != torch.float32:
+                    buffers.append((module, name, b))
+                    module._buffers[name] = b.float()
+        yield ", ".join(sorted(dtypes)) or None
+    finally:
+        for p, data in params.values():
+            p.data = data
+        for module, name, b in buffers:
+            module._buffers[name] = b
 
 
 def _is_batch(batch: Any) -> bool:

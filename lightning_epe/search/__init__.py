@@ -1,7 +1,7 @@
 """Search over candidate spaces: strategies, the results store and the ArchitectureSearch loop."""
 from .loop import SearchLoop, SearchResult
 from .search import ArchitectureSearch
-from .store import ConfigMismatchError, MemoryStore, ResultsStore
+from .store import ConfigMismatchError, MemoryStore, ResultsDirectoryBusy, ResultsStore
 from .strategies import (
                          ExhaustiveSearch,
                          RandomSearch,
@@ -15,6 +15,6 @@ from .strategies import (
 
 __all__ = [
     "ArchitectureSearch", "ConfigMismatchError", "ExhaustiveSearch", "MemoryStore", "RandomSearch",
-    "RegularizedEvolution", "ResultsStore", "SearchLoop", "SearchResult", "Strategy", "get_strategy",
-    "list_strategies", "make_strategy", "register_strategy",
+    "RegularizedEvolution", "ResultsDirectoryBusy", "ResultsStore", "SearchLoop", "SearchResult", "Strategy",
+    "get_strategy", "list_strategies", "make_strategy", "register_strategy",
 ]

@@ -37,38 +37,45 @@ class SearchResult:
 class SearchLoop:
     """Runs ``search`` over ``datamodule`` once: ``run()`` returns the :class:`SearchResult`."""
 
-    def __init__(self, search: ArchitectureSearch, datamodule):
+    def __init__(self, search: ArchitectureSearch, datamodule, files: dict[str, str] | None = None):
         self.search, self.datamodule = search, datamodule
+        self.files = dict(files or {})  # extra files for the results directory (the CLI's config.yaml)
         self.records: list[dict] = []  # in trial order: replayed and newly scored
         self.round: list[tuple[int, Hashable]] = []  # (trial, candidate) pairs of the current round
         self.gathered: list[dict] = []  # the current round's records, from every process
         self.best: dict | None = None
         self.done = False
+        self.store: MemoryStore | None = None
 
     def run(self) -> SearchResult:
-        self.on_run_start()
         try:
+            self.on_run_start()
             with search_progress(self.total, len(self.replayed_trials), enabled=self.reporting,
                                  draws=self.search.draws.k) as self.update_progress:
                 while not self.done:
                     self.advance()
                     if not self.done:
                         self.on_advance_end()
+            return self.on_run_end()
         except KeyboardInterrupt:
-            if self.store.path is not None:
+            if self.store is not None and self.store.path is not None and self.workers.is_main:  # (else: nothing yet)
                 console.print(f"[yellow]Interrupted. {len(self.store)} records are safe in {self.store.path}; "
                               "run the same command again to resume.")
             raise
-        return self.on_run_end()
+        finally:
+            if self.store is not None:
+                self.store.close()  # the directory's lock
 
     # ------------------------------------------------------------------------------------ steps
     def on_run_start(self) -> None:
+        """Every check first (directory, lock, configuration, strategy, data, replay); only then is
+        anything written (``store.commit``: config.json, and the old records moved aside under force)."""
         search, datamodule = self.search, self.datamodule
         self.workers = Workers(search.accelerator, search.devices, search.num_nodes, search.strategy)
         self.num_classes = search.num_classes or getattr(datamodule, "num_classes", None)
         if not self.num_classes:
-            raise ValueError("num_classes is unknown: pass num_classes= or use a datamodule with a num_classes "
-                             "attribute")
+            raise ValueError("num_classes is unknown: pass num_classes= (--search.num_classes) or use a datamodule "
+                             "with a num_classes attribute")
         self.store = (ResultsStore(search.results_dir, writer=self.workers.is_main) if search.results_dir
                       else MemoryStore())
         self.store.check_config(search.config(datamodule), force=search.force)
@@ -77,6 +84,14 @@ class SearchLoop:
         self.batches = ScoringBatches(datamodule, search.batch_size, search.batch_policy, search.seed,
                                       self.workers.device, num_classes=self.num_classes)
         self.build_options = search.build_options_for(datamodule)
+        if self.store.plan == "continue":
+            self.store.keep_records(self._replays())
+            self.strategy = make_strategy(search.search_strategy, search.space, search.budget, search.seed)  # afresh
+        message = self.store.commit(self.files)
+        if message and self.workers.is_main:
+            console.print(f"[yellow]{message}", soft_wrap=True)
+        if self.store.plan == "archive":  # every process starts afresh
+            self.store.records.clear()
         self.total = search.budget if search.budget is not None else len(search.space)
         self.replayed_trials = {t for t in range(self.total) if t in self.store}
         self.best = best_record(self.store.records.values())
@@ -135,6 +150,27 @@ class SearchLoop:
         while len(round_) < self.workers.world_size and (candidate := self.strategy.ask()) is not None:
             round_.append((first + len(round_), candidate))
         return round_
+
+    def _replays(self) -> bool:
+        """Would this search propose, at every stored trial, the candidate stored there? (A dry run of
+        the replay: a fresh strategy told the stored scores round by round, as ``advance`` does.)"""
+        strategy = make_strategy(self.search.search_strategy, self.search.space, self.search.budget,
+                                 self.search.seed)
+        records: list[dict] = []
+        while True:
+            round_: list[tuple[int, Hashable]] = []
+            while len(round_) < self.workers.world_size and (candidate := strategy.ask()) is not None:
+                round_.append((len(records) + len(round_), candidate))
+            stored = [self.store.records.get(trial) for trial, _ in round_]
+            if not round_ or any(r is None for r in stored):
+                return True  # the rest is scored anew
+            if any(r["candidate"] != _jsonable(c) for r, (_, c) in zip(stored, round_)):
+                return False
+            records.extend(dict(r) for r in stored)
+            if self.search.relative:
+                self.search.rank(records)
+            for (_, candidate), record in zip(round_, records[-len(round_):]):
+                strategy.tell(candidate, record["score"])
 
     def _stored(self, trial: int, candidate: Hashable) -> dict | None:
         stored = self.store.records.get(trial)

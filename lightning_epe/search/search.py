@@ -3,19 +3,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 import traceback
-from typing import Hashable
+from typing import Any, Callable, Hashable
 
 import torch
 
 from ..deprecation import deprecated
 from ..scores import score_info
+from ..scores._validation import (
+    check_output_selector,
+    describe_output_selector,
+    explain_error,
+    nan_reason,
+    selecting_output,
+)
 from ..scores.draws import Draws, rank_draws, score_draws
 from ..spaces import CandidateSpace, NB201Space
+from ._checks import MAX_SEED, check_int
 from .batches import ScoringBatches
 from .loop import SearchLoop, SearchResult
-from .store import ResultsStore
+from .store import ResultsStore, resolve_results_dir
 from .strategies import RegularizedEvolution, Strategy, describe_strategy, list_strategies, make_strategy
 
 
@@ -30,25 +39,33 @@ class ArchitectureSearch:
             ``random_without_replacement``, ``exhaustive`` or ``evolution`` (regularized/aging
             evolution with the score as fitness), or a :class:`~lightning_epe.search.Strategy`
             instance (YAML: ``class_path``/``init_args``), e.g. ``RegularizedEvolution(population=50)``.
-        budget: number of candidates to score (exhaustive: None means the whole space).
-        seed: seeds the strategy, the scoring batches and every candidate's initialisation.
+        budget: number of candidates to score, an int >= 1 (exhaustive: None means the whole space).
+        seed: seeds the strategy, the scoring batches and every candidate's initialisation (an int in
+            0..4294967295, as ``lightning.seed_everything``).
         batch_policy: ``fixed`` (one batch for every candidate) or ``fresh`` (a new augmented
             batch per candidate, as the official search).
-        batch_size: scoring batch size (default: the datamodule's ``batch_size``).
+        batch_size: scoring batch size, an int >= 2 (default: the datamodule's ``batch_size``).
         accelerator: where to score, in Lightning's vocabulary (``auto``, ``cpu``, ``gpu``, ...).
         devices: devices (processes) per node scoring in parallel (Lightning's ``devices``).
         num_nodes: nodes scoring in parallel.
         strategy: Lightning's distributed strategy for several devices (``auto``, ``ddp``, ...), as
             ``Trainer(strategy=...)``.
-        num_classes: classes of the networks (default: the datamodule's ``num_classes``).
+        num_classes: classes of the networks, an int >= 1 (default: the datamodule's ``num_classes``).
         build_options: extra keyword arguments for ``space.build`` (e.g. ``{"C": 16, "N": 5}``).
         score_options: extra keyword arguments for the score (e.g. ``{"class_count": "true"}``).
         draws: score each candidate k times, over batches, initialisations or both, and combine
             the draws (``Draws(k=4, over="batches", combine="mean")``; YAML ``draws: {k: 4}``).
             Default: one draw, the plain score.
-        results_dir: directory of ``scores.jsonl``/``summary.json``/``config.json``; rerunning with
-            the same directory resumes.
-        force: continue in a results directory written by a different configuration.
+        output: which part of a network's output is the logits: None (a tensor, ``.logits``, or the
+            last element of a ``(features, logits)`` pair; longer tuples are refused as ambiguous), an
+            int index, an attribute or key name (``"logits"``), or a function output -> logits (YAML:
+            its dotted path).
+        results_dir: directory of ``scores.jsonl``/``summary.json``/``config.json`` (``~`` is expanded);
+            rerunning with the same directory resumes. One search at a time writes to it (a lock).
+        force: run a changed configuration in a results directory written by another one. Records
+            scored the same way (only the strategy, its options or the budget changed) are kept and
+            continued; otherwise the old files are moved to ``results_dir/previous/N/`` and scoring
+            starts afresh. Records of two configurations are never mixed; nothing is deleted.
         progress: show the rich progress bar and leaderboard.
         distributed_strategy: deprecated (0.1) name of ``strategy``.
         population: deprecated (0.1): use ``search_strategy=RegularizedEvolution(population=...)``.
@@ -72,6 +89,7 @@ class ArchitectureSearch:
         build_options: dict | None = None,
         score_options: dict | None = None,
         draws: Draws = Draws(),
+        output: int | str | Callable[[Any], torch.Tensor] | None = None,
         results_dir: str | None = None,
         force: bool = False,
         progress: bool = True,
@@ -84,6 +102,10 @@ class ArchitectureSearch:
         self.space = space if space is not None else NB201Space()
         self.score_name = score
         self.score_info = score_info(score)
+        budget = check_int("budget", budget, 1, none="None: the whole space, exhaustive only")
+        seed = check_int("seed", seed, 0, MAX_SEED)
+        batch_size = check_int("batch_size", batch_size, 2, none="None: the datamodule's batch_size")
+        num_classes = check_int("num_classes", num_classes, 1, none="None: the datamodule's num_classes")
         make_strategy(search_strategy, self.space, budget, seed)  # validate early
         self.search_strategy, self.budget, self.seed = search_strategy, budget, seed
         self.batch_policy, self.batch_size = batch_policy, batch_size
@@ -94,8 +116,18 @@ class ArchitectureSearch:
         if self.draws.relative and self.score_info.relative:
             raise ValueError(f"draws combine='rank' cannot rank {score!r}, which already ranks candidates: "
                              "combine its draws with 'mean' or 'median'")
+        self.output = check_output_selector(output)
         self.results_dir, self.force, self.progress = results_dir, force, progress
         self.result: SearchResult | None = None
+
+    @property
+    def results_dir(self) -> str | None:
+        return self._results_dir
+
+    @results_dir.setter
+    def results_dir(self, value) -> None:
+        path = resolve_results_dir(value)  # '' refused, ~ expanded
+        self._results_dir = None if path is None else os.fspath(path)
 
     def config(self, datamodule=None) -> dict:
         """What determines the records; a resumed search must have the same."""
@@ -108,6 +140,7 @@ class ArchitectureSearch:
             "build_options": self.build_options, "score_options": self.score_options,
             "data": None if datamodule is None else type(datamodule).__name__,
             **({"draws": dataclasses.asdict(self.draws)} if self.draws.k > 1 else {}),
+            **({"output": describe_output_selector(self.output)} if self.output is not None else {}),
         }
 
     @property
@@ -141,20 +174,33 @@ class ArchitectureSearch:
         # a bad batch is the data's fault: it stops the search
         draw_batches = [batches(trial, j) for j in range(self.draws.num_batches)]
         out_of_memory = False
+        built: list[torch.nn.Module] = []
+
+        def build() -> torch.nn.Module:
+            built.append(self.space.build(candidate, num_classes=num_classes, **build_options))
+            return built[-1]
+
         try:
-            values = score_draws(
-                lambda: self.space.build(candidate, num_classes=num_classes, **build_options), draw_batches,
-                self.draws, score=self.score_name, seed=record["seed"], device=device, **self.score_options)
+            with selecting_output(self.output):
+                values = score_draws(build, draw_batches, self.draws, score=self.score_name, seed=record["seed"],
+                                     device=device, **self.score_options)
             if self.draws.k > 1 or self.draws.relative:
                 record["draws"] = [_finite_values(v) for v in values]
             if self.score_info.relative:  # member scores; the ensemble value is a rank among candidates
                 record["scores"] = _finite_values(self.draws.combine_values(values))
             elif not self.draws.relative:  # (draws combined by rank are ranked among candidates)
                 record["score"] = _finite(self.draws.combine_values(values))
+                if record["score"] is None:
+                    record["reason"] = nan_reason(self.score_name, self.score_options, draw_batches[0][1],
+                                                  num_classes, self.draws.k)
         except Exception as err:  # a failing candidate is recorded and the search goes on
             record["error"] = f"{type(err).__name__}: {err}"
+            record["context"] = explain_error(err, built[-1] if built else None, draw_batches[0][0],
+                                              self.score_name, where=f"candidate {record['arch']}")
+            err.add_note(record["context"])
             record["traceback"] = traceback.format_exc(limit=-3)  # the innermost frames: where it failed
             out_of_memory = isinstance(err, torch.OutOfMemoryError)
+        built.clear()  # (the network can be freed before the next candidate)
         if out_of_memory and device.type == "cuda":
             torch.cuda.empty_cache()
         record["seconds"] = round(time.perf_counter() - start, 4)
@@ -167,15 +213,18 @@ class ArchitectureSearch:
         except Exception:
             return str(candidate)
 
-    def run(self, datamodule) -> SearchResult:
+    def run(self, datamodule, files: dict[str, str] | None = None) -> SearchResult:
         """Score candidates (resuming from ``results_dir`` if it holds records) and return the result.
+
+        ``files`` (name -> text) are written into the results directory, atomically, once every check
+        has passed (the command line's ``config.yaml``).
 
         With several devices/nodes, each round asks one candidate per process, each process scores
         its own, and the records are gathered (rank 0 writes them). Random and exhaustive searches
         give the same records as one process; evolution proposes a round's candidates before their
         scores are known. The steps are :class:`~lightning_epe.search.loop.SearchLoop`'s.
         """
-        self.result = SearchLoop(self, datamodule).run()
+        self.result = SearchLoop(self, datamodule, files=files).run()
         return self.result
 
     def rank(self, records: list[dict]) -> None:
@@ -209,10 +258,11 @@ class ArchitectureSearch:
                                num_classes=self.num_classes or datamodule.num_classes,
                                build_options=self.build_options_for(datamodule), **module_options)
         if self.results_dir:
-            store = ResultsStore(self.results_dir)
-            summary = store.read_summary()
-            summary.update({"test_accuracy": metrics.get("test_acc"), "test_metrics": metrics, "trained": candidate})
-            store.write_summary(summary)
+            with ResultsStore(self.results_dir) as store:  # (holds the lock while it updates the summary)
+                summary = store.read_summary()
+                summary.update({"test_accuracy": metrics.get("test_acc"), "test_metrics": metrics,
+                                "trained": candidate})
+                store.write_summary(summary)
         return metrics
 
 

@@ -5,26 +5,51 @@ Layout of a results directory::
     config.json     the effective configuration of the run (resume refuses a different one)
     scores.jsonl    one JSON record per scored candidate, appended and flushed one by one
     summary.json    the best candidate, counts, timings; test metrics after training
+    lock            while a search writes: its pid and host (one writer per directory)
+    previous/N/     the files of an earlier configuration, moved aside by ``force=True``
 
 A process killed while appending leaves at most one torn last line: it is cut off on the next
 open, never fatal. Files other than ``scores.jsonl`` are replaced atomically (write + rename).
+
+Every record carries the ``config_id`` of the configuration that scored it (a hash of what
+determines its value: :data:`SCORING_KEYS`), so a directory never mixes records of two
+configurations: a resume with another one is refused, or (``force=True``) the old records are
+moved to ``previous/N/`` and the search starts a fresh ``scores.jsonl``.
 """
 from __future__ import annotations
 
+import datetime
 import errno
+import hashlib
 import json
 import math
+import numbers
 import os
+import socket
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
 SCORES = "scores.jsonl"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
+LOCK = "lock"
+PREVIOUS = "previous"
+MOVED_BY_FORCE = (SCORES, CONFIG, SUMMARY, "config.yaml")  # scores first: see ResultsStore._archive
+
+# What a record's value depends on (besides its trial and candidate): records agree on these or
+# are not comparable. The strategy, its options and the budget only choose which candidates are
+# scored, so changing them (force=True) keeps the records.
+SCORING_KEYS = ("space", "score", "score_options", "output", "batch_policy", "batch_size", "num_classes",
+                "build_options", "data", "draws", "seed")
 
 
 class ConfigMismatchError(RuntimeError):
     """An existing results directory was written by a different configuration."""
+
+
+class ResultsDirectoryBusy(RuntimeError):
+    """Another live process holds the lock of a results directory."""
 
 
 def _json_safe(value: float | None) -> float | None:
@@ -38,6 +63,27 @@ def _why(err: OSError) -> str:
     if err.strerror:
         return err.strerror + (f" ({err.filename})" if err.filename else "")
     return str(err)
+
+
+def config_id(config: dict) -> str:
+    """The id of the scoring part of ``config`` (:data:`SCORING_KEYS`; keys absent or None are left out,
+    so an option added later with a None default does not change the id of older directories)."""
+    part = {key: config[key] for key in SCORING_KEYS if config.get(key) is not None}
+    text = json.dumps(part, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def resolve_results_dir(value) -> Path | None:
+    """``results_dir`` as a path (``~`` expanded), or None for no directory; '' and non-paths are refused."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"results_dir (--results_dir) must be a directory path or None, got {value!r}")
+    text = os.fspath(value)
+    if not text.strip():
+        raise ValueError("results_dir (--results_dir) must be a directory path, got an empty string; leave it "
+                         "out (None) to keep the records in memory only")
+    return Path(os.path.expanduser(text))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -60,6 +106,25 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+def _read_json_file(path: Path, what: str) -> dict | None:
+    """A JSON object file, or None when it is missing; a damaged one (empty, not JSON, not an
+    object) is ignored with a warning naming it."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        return data
+    except (ValueError, UnicodeDecodeError) as err:
+        warnings.warn(f"{path} is damaged ({_short(err)}); {what}", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _short(err: Exception) -> str:
+    return "empty" if isinstance(err, json.JSONDecodeError) and not err.doc.strip() else str(err)
+
+
 class MemoryStore:
     """The records of a search without a results directory: kept in memory, keyed by ``trial``.
 
@@ -72,11 +137,30 @@ class MemoryStore:
     def __init__(self):
         self.records: dict[int, dict] = {}
         self._summary: dict = {}
+        self.config_id: str | None = None
+        self.plan = "new"
 
     def check_config(self, config: dict, force: bool = False) -> None:
+        self.config_id = config_id(config)
+
+    def keep_records(self, keep: bool) -> None:
         pass
 
+    def commit(self, files: dict[str, str] | None = None) -> str | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def append(self, record: dict) -> None:
+        if self.config_id is not None:
+            record.setdefault("config_id", self.config_id)
         self.records[int(record["trial"])] = record
 
     def __contains__(self, trial: int) -> bool:
@@ -106,21 +190,163 @@ def upgrade_config(config: dict) -> dict:
     return config
 
 
+class DirectoryLock:
+    """An exclusive lock on a results directory: the file ``lock`` holds the holder's pid and host.
+
+    Taken with ``fcntl.flock`` (the kernel releases it when the holder dies, however it dies, so a
+    lock file left by a killed process is stale and simply taken over); where ``fcntl`` is missing
+    (Windows), the file is created exclusively and a holder on this host that no longer runs is
+    taken over. The file is removed when the lock is released.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.path = self.directory / LOCK
+        self._fd: int | None = None
+        self.taken_over: dict | None = None  # the holder a stale lock file named
+
+    @staticmethod
+    def holder() -> dict:
+        return {"pid": os.getpid(), "host": socket.gethostname(),
+                "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+
+    def _read(self, fd: int | None = None) -> dict | None:
+        try:
+            if fd is not None:
+                os.lseek(fd, 0, os.SEEK_SET)
+                text = os.read(fd, 4096).decode("utf-8", "replace")
+            else:
+                text = self.path.read_text(errors="replace")
+            data = json.loads(text) if text.strip() else None
+            return data if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def _busy(self, holder: dict | None) -> ResultsDirectoryBusy:
+        who = ("another process" if holder is None else
+               f"pid {holder.get('pid')} on host {holder.get('host')} since {holder.get('since')}")
+        return ResultsDirectoryBusy(
+            f"results directory {str(self.directory)!r} is in use by another search ({who}; lock file "
+            f"{self.path}). Two writers would score every trial twice: wait for it to finish (then run the "
+            "same command to resume), or choose another results directory (results_dir=, --results_dir)."
+        )
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover (Windows)
+            return self._acquire_exclusive_create()
+        for _ in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holder = self._read(fd)
+                os.close(fd)
+                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise self._busy(holder) from None
+                raise
+            try:  # the previous holder may have removed the file between our open and our flock
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            self.taken_over = self._read(fd)  # left by a process that died holding it
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, (json.dumps(self.holder()) + "\n").encode())
+            os.fsync(fd)
+            self._fd = fd
+            return None
+        raise self._busy(self._read())  # pragma: no cover (the file kept being replaced)
+
+    def _acquire_exclusive_create(self) -> None:  # pragma: no cover (Windows)
+        for _ in range(100):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = self._read()
+                if holder and holder.get("host") == socket.gethostname() and not _alive(holder.get("pid")):
+                    self.taken_over = holder
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise self._busy(holder) from None
+            os.write(fd, (json.dumps(self.holder()) + "\n").encode())
+            self._fd = fd
+            return
+        raise self._busy(self._read())
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # still holding it: nobody else can hold this file now
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def _alive(pid) -> bool:  # pragma: no cover (Windows fallback)
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
+
+
 class ResultsStore(MemoryStore):
     """Append-only records of one search in a results directory, keyed by ``trial`` (the draw number).
 
-    ``writer=False`` (the other processes of a distributed search) reads the directory and keeps
-    records in memory, but writes nothing.
+    The writer holds the directory's lock (:class:`DirectoryLock`) from the start until
+    :meth:`close`. ``writer=False`` (the other processes of a distributed search) reads the
+    directory and keeps records in memory, but writes nothing and takes no lock.
+
+    The steps of a run: ``ResultsStore(dir)`` (writable? lock; every record checked),
+    :meth:`check_config` (may refuse; writes nothing), :meth:`commit` once every other check has
+    passed (moves an old configuration's files aside when ``force`` asks for it, writes
+    ``config.json``), then :meth:`append` per record and :meth:`write_summary`.
     """
 
     def __init__(self, directory: str | os.PathLike, writer: bool = True):
         super().__init__()
-        self.directory = Path(directory)
+        self.directory = resolve_results_dir(directory)
+        if self.directory is None:
+            raise ValueError("ResultsStore needs a directory")
         self.writer = writer
         self.path = self.directory / SCORES
+        self.lock = DirectoryLock(self.directory)
+        self._config: dict | None = None
+        self._archive_reason = ""
+        self._rewrite_config = True
+        self.fresh_summary = False
         if writer:
             self._check_writable()
-        self._load()
+            self.lock.acquire()
+            if self.lock.taken_over:
+                warnings.warn(f"took over the lock of {self.directory} left by pid {self.lock.taken_over.get('pid')} "
+                              f"on host {self.lock.taken_over.get('host')}, which no longer holds it (killed)",
+                              RuntimeWarning, stacklevel=2)
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the directory's lock (idempotent)."""
+        self.lock.release()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def _check_writable(self) -> None:
         try:
@@ -143,31 +369,152 @@ class ResultsStore(MemoryStore):
             if self.writer:
                 with open(self.path, "r+b") as f:
                     f.truncate(len(data))
-        for number, line in enumerate(data.decode().splitlines(), start=1):
-            if not line.strip():
+        for number, raw in enumerate(data.split(b"\n")[:-1], start=1):
+            if not raw.strip():
                 continue
-            try:
-                record = json.loads(line)
-                trial = int(record["trial"])
-            except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(f"{self.path}:{number} is not a score record ({err}): {line[:200]!r}") from None
-            self.records.setdefault(trial, record)  # a line repeated by a crash between write and flush
+            record = self._parse(raw, number)
+            self.records.setdefault(record["trial"], record)  # a line repeated by a crash between write and flush
 
+    def _parse(self, raw: bytes, number: int) -> dict:
+        """One line of ``scores.jsonl`` as a record; a damaged one is refused with file:line and the fix."""
+        def refuse(what: str) -> ValueError:
+            return ValueError(
+                f"{self.path}:{number} is not a score record ({what}): {raw[:200]!r}. The other records are "
+                f"intact; delete that line (its trial is scored again) or restore it, then run the same "
+                "command again."
+            )
+
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise refuse(f"not UTF-8 text: byte {raw[err.start]:#04x} at column {err.start + 1}") from None
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise refuse(f"not JSON: {err}") from None
+        if not isinstance(record, dict):
+            raise refuse(f"a JSON {type(record).__name__}, not an object")
+        trial = record.get("trial")
+        if isinstance(trial, bool) or not isinstance(trial, int) or trial < 0:
+            raise refuse(f"'trial' must be an int >= 0, got {trial!r}" if "trial" in record else "no 'trial'")
+        if "candidate" not in record:
+            raise refuse("no 'candidate'")
+        score = record.get("score")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, numbers.Real)):
+            raise refuse(f"'score' must be a number or null, got {score!r}")
+        if record.get("error") is not None and not isinstance(record["error"], str):
+            raise refuse(f"'error' must be a string or null, got {record['error']!r}")
+        record.setdefault("score", None)
+        record.setdefault("error", None)
+        record.setdefault("seconds", 0.0)
+        return record
+
+    # -------------------------------------------------------------------------------- configuration
     def check_config(self, config: dict, force: bool = False) -> None:
-        """Record ``config``; refuse to resume a directory written by a different one unless ``force``."""
-        path = self.directory / CONFIG
-        if path.exists() and not force:
-            previous = upgrade_config(json.loads(path.read_text()))
-            if previous != config:
-                changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
-                raise ConfigMismatchError(
-                    f"{str(self.directory)!r} holds results of a different configuration (changed: "
-                    f"{', '.join(changed)}). Use another results directory, or force=True "
-                    f"(--search.force true) to continue with the new configuration."
-                )
-        if self.writer:
-            write_json_atomic(path, config)
+        """Decide how this run uses the directory, writing nothing (:meth:`commit` writes).
 
+        * Same configuration (and every record carries its ``config_id``, or none carries one and
+          ``config.json`` vouches for them): resume.
+        * Otherwise, without ``force``: :class:`ConfigMismatchError` naming what changed.
+        * With ``force``: if the records were scored the same way (same ``config_id``: only the
+          strategy, its options or the budget changed), they are kept and continued (:meth:`keep_records`
+          may still decide otherwise); else they are moved to ``previous/N/`` and scoring starts afresh.
+        """
+        self.config_id = new_id = config_id(config)
+        self._config = config
+        previous = _read_json_file(self.directory / CONFIG, "it is ignored: the records' config_id decide")
+        self._rewrite_config = previous != config
+        previous = upgrade_config(previous) if previous is not None else None
+        ids = {r.get("config_id") for r in self.records.values()}
+        unlabelled = None in ids
+        ids.discard(None)
+        if previous is None and not self.records:
+            self.plan = "new"
+            return
+        if previous is not None:
+            ids_agree = ids <= {config_id(previous)}
+            problem = None if ids_agree else (
+                f"{SCORES} holds records of {len(ids)} configuration(s) (config_id "
+                f"{', '.join(sorted(ids))}) but {CONFIG} describes {config_id(previous)}")
+            if previous == config and problem is None:
+                self.plan = "resume"
+                return
+            changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+            what = f"changed: {', '.join(changed)}" if changed else problem
+            comparable = problem is None and config_id(previous) == new_id
+        else:
+            comparable = not unlabelled and ids == {new_id}
+            if comparable:  # config.json is missing or damaged, but every record says it was scored so
+                self.plan = "resume"
+                return
+            what = (f"{CONFIG} is missing or damaged and "
+                    + ("the records carry no config_id (written before lightning-epe 0.2), so their "
+                       "configuration is unknown" if unlabelled and not ids else
+                       f"the records were scored by {len(ids) + unlabelled} other configuration(s)"))
+        if not force:
+            raise ConfigMismatchError(
+                f"{str(self.directory)!r} holds results of a different configuration ({what}). Use another "
+                f"results directory, or force=True (--search.force true) to run the new configuration here: "
+                f"records scored the same way are kept, any others are moved to "
+                f"{self.directory / PREVIOUS}/N/ (nothing is deleted) and scoring starts afresh."
+                + self._failure_hint()
+            )
+        self.plan = "continue" if comparable else "archive"
+        self._archive_reason = what
+
+    def _failure_hint(self) -> str:
+        failed = [r for r in self.records.values() if r.get("error")]
+        if failed and len(failed) == len(self.records):
+            return (f" (Every one of its {len(failed)} records failed, e.g. {failed[0]['error'][:120]!r}: after "
+                    "fixing the cause, force=True scores them again.)")
+        return ""
+
+    def keep_records(self, keep: bool) -> None:
+        """Under ``force`` with comparable records: ``keep=False`` (the new strategy would propose other
+        candidates for the stored trials) moves them aside instead of continuing them."""
+        if self.plan == "continue" and not keep:
+            self.plan = "archive"
+            self._archive_reason += "; the new strategy proposes other candidates for the stored trials"
+
+    def commit(self, files: dict[str, str] | None = None) -> str | None:
+        """Carry out :meth:`check_config`'s decision once every check has passed: move an old
+        configuration's files aside (force), write ``config.json`` and ``files`` (name -> text)
+        atomically. Returns a sentence for the user when something was moved or taken over."""
+        if not self.writer:
+            return None
+        message = None
+        if self.plan == "archive":
+            message = self._archive()
+        elif self.plan == "continue":
+            self.fresh_summary = True
+            message = (f"force: the configuration changed ({self._archive_reason}); the {len(self.records)} "
+                       f"records in {self.path} were scored the same way and are continued")
+        if self.plan != "resume" or self._rewrite_config:
+            write_json_atomic(self.directory / CONFIG, self._config)
+        for name, text in (files or {}).items():
+            write_text_atomic(self.directory / name, text)
+        return message
+
+    def _archive(self) -> str:
+        """Move this directory's files to ``previous/N/`` (``scores.jsonl`` first: a kill midway leaves
+        either the old records with their config, or no records, never records under a wrong config)."""
+        root = self.directory / PREVIOUS
+        root.mkdir(exist_ok=True)
+        taken = {int(p.name) for p in root.iterdir() if p.name.isdigit()}
+        target = root / str(max(taken, default=0) + 1)
+        target.mkdir()
+        moved = []
+        for name in MOVED_BY_FORCE:
+            if (self.directory / name).exists():
+                os.replace(self.directory / name, target / name)
+                moved.append(name)
+        count = len(self.records)
+        self.records.clear()
+        self.fresh_summary = True
+        return (f"force: {count} record(s) of another configuration ({self._archive_reason}) moved to {target}/ "
+                f"({', '.join(moved)}); scoring afresh in {self.path}")
+
+    # ---------------------------------------------------------------------------------- records
     def append(self, record: dict) -> None:
         """Append one record (one line, flushed and fsynced).
 
@@ -175,6 +522,8 @@ class ResultsStore(MemoryStore):
         holds exactly the records written before, and an ``OSError`` says what happened and how
         to resume.
         """
+        if self.config_id is not None:
+            record.setdefault("config_id", self.config_id)
         record = dict(record, score=_json_safe(record.get("score")))
         if self.writer:
             line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode()
@@ -200,8 +549,10 @@ class ResultsStore(MemoryStore):
         write_json_atomic(self.directory / SUMMARY, summary)
 
     def read_summary(self) -> dict:
-        path = self.directory / SUMMARY
-        return json.loads(path.read_text()) if path.exists() else {}
+        """``summary.json`` (a damaged one is ignored with a warning: it is rebuilt from the records)."""
+        if self.fresh_summary:
+            return {}
+        return _read_json_file(self.directory / SUMMARY, "it is rebuilt from the records") or {}
 
 
 def best_record(records: Iterable[dict]) -> dict | None:

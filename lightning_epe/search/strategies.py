@@ -17,6 +17,8 @@ import math
 import random
 from typing import Callable, Hashable, Protocol, runtime_checkable
 
+from ._checks import check_int
+
 
 @runtime_checkable
 class Strategy(Protocol):
@@ -91,9 +93,7 @@ def describe_strategy(value: str | Strategy) -> tuple[str, dict]:
 
 
 def _need_budget(name: str, budget: int | None) -> int:
-    if budget is None or budget < 1:
-        raise ValueError(f"search strategy {name!r} needs a budget >= 1, got {budget!r}")
-    return budget
+    return check_int("budget", budget, 1, flag=f"--search.budget; search strategy {name!r}")
 
 
 class _ListStrategy:
@@ -143,9 +143,8 @@ class ExhaustiveSearch(_ListStrategy):
     name = "exhaustive"
 
     def _propose(self, space, budget, seed):
-        if budget is not None and budget < 1:
-            raise ValueError(f"search strategy 'exhaustive' needs a budget >= 1 or None (the whole space), "
-                             f"got {budget!r}")
+        budget = check_int("budget", budget, 1, none="None: the whole space",
+                           flag="--search.budget; search strategy 'exhaustive'")
         candidates = list(space)
         return candidates if budget is None else candidates[:budget]
 
@@ -166,8 +165,9 @@ class RegularizedEvolution:
     name = "evolution"
 
     def __init__(self, population: int = 20, sample_size: int = 5):
-        if not 1 <= sample_size <= population:
-            raise ValueError(f"evolution needs 1 <= sample_size <= population, got {sample_size} and {population}")
+        flag = "search_strategy.init_args.{}"
+        population = check_int("population", population, 1, flag=flag.format("population"))
+        sample_size = check_int("sample_size", sample_size, 1, population, flag=flag.format("sample_size"))
         self.population_size, self.sample_size = population, sample_size
         self.hparams = {"population": population, "sample_size": sample_size}
 

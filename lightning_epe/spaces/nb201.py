@@ -1,6 +1,8 @@
 """The NAS-Bench-201 cell space: 5 ops on 6 edges, 15,625 cells in the benchmark's own order."""
 from __future__ import annotations
 
+import numbers
+import re
 from functools import cached_property
 from importlib import resources
 
@@ -16,6 +18,7 @@ EDGES = NODES * (NODES + 1) // 2
 SPACE_SIZE = len(OPS) ** EDGES
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 _ORDER_FILE = "nb201_order.npy"
+_INDEX_TEXT = re.compile(r"[+-]?\d+")  # an index given as text: '9930', '-1' (out of range), not '--5'
 
 
 def parse_arch(arch: str) -> tuple[tuple[str, ...], ...]:
@@ -123,7 +126,7 @@ class NB201Space(CandidateSpace):
         return f"NB201Space({SPACE_SIZE} cells)"
 
     def _check_index(self, index) -> int:
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
             raise ValueError(f"an NB201 index must be an int in 0..{SPACE_SIZE - 1}, got {index!r}")
         if not 0 <= index < SPACE_SIZE:
             raise ValueError(f"NB201 index {index} is out of range; valid indices are 0..{SPACE_SIZE - 1}")
@@ -138,10 +141,16 @@ class NB201Space(CandidateSpace):
         return int(self._index_of_code[arch_code(parse_arch(arch))])
 
     def parse(self, candidate: str | int) -> int:
-        """A candidate given as an index, a numeric string or an arch string -> its index."""
+        """A candidate given as an index (an int, numpy integers too), a numeric string or an arch string ->
+        its index. Anything else raises a ``ValueError`` saying what an index and an arch string look like."""
         if isinstance(candidate, str):
             text = candidate.strip()
-            return self._check_index(int(text)) if text.lstrip("-").isdigit() else self.index(text)
+            if _INDEX_TEXT.fullmatch(text):
+                return self._check_index(int(text))
+            if "|" not in text and "~" not in text:
+                raise ValueError(f"NB201 candidate {candidate!r} is neither an index (an int in 0..{SPACE_SIZE - 1}, "
+                                 f"e.g. '9930') nor an arch string (e.g. {EXAMPLE!r})")
+            return self.index(text)
         return self._check_index(candidate)
 
     def describe(self, candidate: int) -> str:
@@ -168,7 +177,9 @@ class NB201Space(CandidateSpace):
               in_channels: int = 3) -> nn.Module:
         """The NB201 network of a cell, with AutoDL ``TinyNetwork``'s module names and init order."""
         nodes = code_arch(int(self._codes[self.parse(arch_or_index)]))
+        sizes = {}
         for label, value in (("num_classes", num_classes), ("C", C), ("N", N), ("in_channels", in_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{label} must be a positive int, got {value!r}")
-        return TinyNetwork(nodes, C=C, N=N, num_classes=num_classes, in_channels=in_channels)
+            sizes[label] = int(value)  # numpy integers accepted, as index()
+        return TinyNetwork(nodes, **sizes)

@@ -115,3 +115,75 @@ def test_the_stop_decision_is_the_same_on_every_process(tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["steps"] for r in ranks] == [0, 0]
     assert all(math.isfinite(r["value"]) for r in ranks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reliability, round two (docs/reliability.md)
+
+
+def test_min_score_refuses_even_under_min_epochs():
+    m = module()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    t = L.Trainer(max_epochs=4, min_epochs=2, min_steps=3, accelerator="cpu", devices=1, logger=False,
+                  callbacks=[EPEScore(min_score=math.inf)], enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False)
+    with pytest.warns(UserWarning, match="stopping before training"):
+        t.fit(m, loader())
+    assert t.global_step == 0  # before: min_epochs=2 trained 8 steps after the "stopping" warning
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+def fit_and_checkpoint(tmp_path, callbacks):
+    L.seed_everything(0)
+    m = module()
+    t = trainer(callbacks, steps=2)
+    t.fit(m, loader())
+    path = tmp_path / "two_steps.ckpt"
+    t.save_checkpoint(path)
+    return path
+
+
+def test_the_score_at_initialisation_survives_a_checkpoint_resume(tmp_path):
+    first = EPEScore()
+    path = fit_and_checkpoint(tmp_path, [first])
+    assert math.isfinite(first.value)
+    resumed = EPEScore(min_score=first.value)  # gated on the score at initialisation, not the trained one
+    t = trainer([resumed], steps=4)
+    t.fit(module(), loader(), ckpt_path=path)
+    assert resumed.value == first.value and resumed.values == first.values
+    assert t.global_step == 4 and t.callback_metrics["epe_score"].item() == pytest.approx(first.value)
+
+
+def test_a_checkpoint_without_the_callbacks_state_is_not_scored(tmp_path):
+    path = fit_and_checkpoint(tmp_path, [])
+    callback = EPEScore(min_score=math.inf)
+    t = trainer([callback], steps=3)
+    with pytest.warns(UserWarning, match="EPEScore is not scoring: the fit resumes at step 2"):
+        t.fit(module(), loader(), ckpt_path=path)
+    assert callback.value is None and t.global_step == 3  # said so, and min_score not applied to a trained net
+
+
+def test_scores_in_float32_whatever_the_trainers_precision():
+    batch = next(iter(loader()))
+    L.seed_everything(0)
+    m = module()
+    callback = EPEScore(batch=batch)
+    t = L.Trainer(max_steps=1, accelerator="cpu", devices=1, precision="bf16-true", callbacks=[callback], logger=False,
+                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    seen = {}
+    original = callback._score
+
+    def spy(pl_module, batches):  # the bf16 network the callback was handed, in float32
+        seen["bf16"] = {k: v.clone() for k, v in pl_module.state_dict().items()}
+        return original(pl_module, batches)
+
+    callback._score = spy
+    t.fit(m, loader())
+    assert all(v.dtype == torch.bfloat16 for v in seen["bf16"].values() if v.is_floating_point())
+    reference = module()
+    reference.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in seen["bf16"].items()})
+    assert callback.value == epe_score(reference, *batch)  # float32 arithmetic on the bf16 weights
+    as_is = EPEScore(batch=batch, precision=None)._score(m, [batch])[0]  # m is bf16 after the fit
+    assert as_is != callback.value
+    with pytest.raises(ValueError, match="precision must be 'float32'"):
+        EPEScore(precision="bf16")

@@ -1,6 +1,7 @@
 """Reliability: bad input gives a clear error or a recorded failure, faults lose nothing, runs are
 deterministic and leave the caller's state alone. The table of bad inputs is docs/reliability.md;
 each row names its test (here or in the other test files)."""
+import collections
 import errno
 import json
 import math
@@ -8,6 +9,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,12 +20,13 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_epe import CandidateModule, EPEScore
+from lightning_epe import CandidateModule, EPEScore, selecting_output
 from lightning_epe.cli import main
 from lightning_epe.scores import epe_score
-from lightning_epe.search import ArchitectureSearch
+from lightning_epe.search import ArchitectureSearch, ConfigMismatchError, ResultsDirectoryBusy
 from lightning_epe.search import store as store_module
 from lightning_epe.spaces import NB201Space
 from lightning_epe.spaces.base import CandidateSpace
@@ -205,7 +208,7 @@ def test_cli_labels_out_of_range_for_num_classes_and_batch_of_one(capsys, tmp_pa
     assert code == 1 and "out of range for num_classes=3" in err
     code, _, err = cli(capsys, "score", "--config", QUICKSTART, "--results_dir", str(tmp_path / "b"), *FAST,
                        "--search.batch_size", "1")
-    assert code == 1 and "batch size must be >= 2, got 1" in err
+    assert code == 1 and "batch_size (--search.batch_size) must be an int >= 2" in err and "got 1" in err
 
 
 def test_cli_failing_candidates_are_recorded_and_the_search_goes_on(capsys, tmp_path):
@@ -504,3 +507,299 @@ def test_callback_bad_batches_are_clear_errors(kind, error, message):
     trainer.train_dataloader = [{"image": torch.zeros(2, 3, 8, 8), "label": torch.zeros(2)}]
     with pytest.raises(TypeError, match="pass batch=\\(inputs, targets\\)"):
         EPEScore().on_train_start(trainer, module)
+
+
+# ---------------------------------------------------------------------------------------------
+# Round two (issue 14): one configuration and one writer per results directory, damaged files,
+# edge values, signals, errors with context, NaN with a reason, explicit output selection
+
+
+def small_search(results_dir=None, **options) -> ArchitectureSearch:
+    defaults = dict(budget=3, build_options=TINY, accelerator="cpu", progress=False,
+                    results_dir=None if results_dir is None else str(results_dir))
+    return ArchitectureSearch(**{**defaults, **options})
+
+
+def snapshot(directory) -> dict:
+    """Every file under ``directory`` (relative path -> bytes)."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
+def no_rescoring(search: ArchitectureSearch) -> ArchitectureSearch:
+    search.score_candidate = lambda *a, **k: pytest.fail("a stored trial was scored again")
+    return search
+
+
+@pytest.mark.parametrize("route", ["config_json_deleted", "forced"])
+def test_resume_with_another_score_never_mixes_records(route, tmp_path):
+    small_search(tmp_path).run(BadData())
+    epe_lines = (tmp_path / "scores.jsonl").read_bytes()
+    if route == "config_json_deleted":
+        (tmp_path / "config.json").unlink()
+        refusal = "config.json is missing or damaged and the records were scored by 1 other configuration"
+    else:
+        refusal = "different configuration (changed: score)"
+    before = snapshot(tmp_path)
+    with pytest.raises(ConfigMismatchError, match=re.escape(refusal)):
+        small_search(tmp_path, score="naswot").run(BadData())
+    assert snapshot(tmp_path) == before  # refused: nothing touched
+    result = small_search(tmp_path, score="naswot", force=True).run(BadData())
+    assert (tmp_path / "previous" / "1" / "scores.jsonl").read_bytes() == epe_lines  # kept, byte for byte
+    records = records_of(tmp_path)
+    assert [r["trial"] for r in records] == [0, 1, 2] and len({r["config_id"] for r in records}) == 1
+    alone = small_search(score="naswot").run(BadData())  # the same search in an empty directory
+    assert [r["score"] for r in records] == [r["score"] for r in alone.records]
+    assert json.loads((tmp_path / "config.json").read_text())["score"] == "naswot"
+    assert json.loads((tmp_path / "summary.json").read_text())["best"]["score"] == result.best["score"]
+    no_rescoring(small_search(tmp_path, score="naswot")).run(BadData())  # and it resumes as itself
+
+
+def test_force_keeps_records_scored_the_same_way_and_moves_the_others(tmp_path):
+    small_search(tmp_path, search_strategy="random").run(BadData())
+    lines = (tmp_path / "scores.jsonl").read_text().splitlines()
+    # a larger budget: the 3 records are what the new configuration would score first: continued
+    assert len(small_search(tmp_path, budget=5, force=True).run(BadData()).records) == 5
+    assert (tmp_path / "scores.jsonl").read_text().splitlines()[:3] == lines and not (tmp_path / "previous").exists()
+    # another strategy proposes other candidates for the stored trials: moved aside, scored afresh
+    result = small_search(tmp_path, budget=4, search_strategy="exhaustive", force=True).run(BadData())
+    assert [r["candidate"] for r in result.records] == [0, 1, 2, 3]
+    assert len(records_of(tmp_path / "previous" / "1")) == 5 and len(records_of(tmp_path)) == 4
+
+
+def lock_holder(directory) -> subprocess.Popen:
+    """Another process holding the directory's lock (store.py alone: it needs nothing but the stdlib)."""
+    code = ("import importlib.util, sys, time\n"
+            f"spec = importlib.util.spec_from_file_location('store', {str(Path(store_module.__file__))!r})\n"
+            "store = importlib.util.module_from_spec(spec); spec.loader.exec_module(store)\n"
+            f"store.DirectoryLock(store.Path({str(directory)!r})).acquire()\n"
+            "print('locked', flush=True); time.sleep(600)\n")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "locked"
+    return process
+
+
+def test_one_writer_per_results_directory_and_a_killed_holder_is_taken_over(capsys, tmp_path):
+    tmp_path.mkdir(exist_ok=True)
+    holder = lock_holder(tmp_path)
+    try:
+        code, _, err = cli(capsys, "score", "--config", QUICKSTART, "--results_dir", str(tmp_path), *FAST)
+        assert code == 1 and "is in use by another search" in err
+        assert f"pid {holder.pid} on host {socket.gethostname()}" in err and "choose another results directory" in err
+        assert not (tmp_path / "scores.jsonl").exists() and not (tmp_path / "config.json").exists()
+        with pytest.raises(ResultsDirectoryBusy, match=f"pid {holder.pid}"):
+            small_search(tmp_path).run(BadData())
+    finally:
+        holder.kill()
+        holder.wait()
+    assert json.loads((tmp_path / "lock").read_text())["pid"] == holder.pid  # left behind by the kill: stale
+    with pytest.warns(RuntimeWarning, match=f"took over the lock .* left by pid {holder.pid}"):
+        small_search(tmp_path).run(BadData())
+    assert [r["trial"] for r in records_of(tmp_path)] == [0, 1, 2] and not (tmp_path / "lock").exists()
+
+
+def test_a_refused_forced_run_leaves_the_directory_usable(tmp_path):
+    small_search(tmp_path).run(BadData())
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match="out of range for num_classes=3"):  # found after the config check
+        small_search(tmp_path, score="naswot", num_classes=3, force=True).run(BadData())
+    assert snapshot(tmp_path) == before  # config.json not rewritten, nothing moved aside
+    no_rescoring(small_search(tmp_path)).run(BadData())  # the old command still runs
+
+
+def test_a_fixed_build_options_typo_scores_the_failed_records_again(tmp_path):
+    with pytest.raises(RuntimeError, match="none of the 3 candidates got a score"):
+        small_search(tmp_path, build_options={"C": 2, "NN": 1}).run(BadData())
+    assert all("unexpected keyword argument 'NN'" in r["error"] for r in records_of(tmp_path))
+    with pytest.raises(ConfigMismatchError, match="changed: build_options.*Every one of its 3 records failed.*"
+                                                  "force=True scores them again"):
+        small_search(tmp_path).run(BadData())
+    result = small_search(tmp_path, force=True).run(BadData())
+    assert all(r["error"] is None for r in result.records)
+    assert [r["score"] for r in result.records] == [r["score"] for r in small_search().run(BadData()).records]
+    assert all(r["error"] for r in records_of(tmp_path / "previous" / "1"))  # the failures, kept apart
+
+
+def test_an_empty_summary_or_config_json_is_rebuilt_with_a_warning(tmp_path):
+    first = small_search(tmp_path).run(BadData())
+    config = (tmp_path / "config.json").read_text()
+    (tmp_path / "summary.json").write_text("")
+    (tmp_path / "config.json").write_text("")
+    with pytest.warns(RuntimeWarning) as warned:
+        no_rescoring(small_search(tmp_path)).run(BadData())  # the records' config_id vouch for them
+    messages = [str(w.message) for w in warned]
+    assert any(f"{tmp_path / 'config.json'} is damaged (empty)" in m for m in messages)
+    assert any(f"{tmp_path / 'summary.json'} is damaged (empty); it is rebuilt" in m for m in messages)
+    assert (tmp_path / "config.json").read_text() == config
+    assert json.loads((tmp_path / "summary.json").read_text())["best"]["score"] == first.best["score"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--search.batch_size", "0"], "batch_size (--search.batch_size) must be an int >= 2"),
+    (["--search.num_classes", "0"], "num_classes (--search.num_classes) must be an int >= 1"),
+    (["--results_dir", ""], "results_dir (--results_dir) must be a directory path, got an empty string"),
+], ids=["batch_size_0", "num_classes_0", "results_dir_empty"])
+def test_cli_zero_sizes_and_an_empty_results_dir_are_refused(args, message, capsys, tmp_path):
+    code, _, err = cli(capsys, "score", "--config", QUICKSTART, "--results_dir", str(tmp_path), *FAST, *args)
+    assert code == 1 and message in err, err
+    assert not (tmp_path / "scores.jsonl").exists()
+
+
+def test_cli_results_dir_with_a_tilde_is_in_the_home_directory(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    code, out, _ = cli(capsys, "score", "--config", QUICKSTART, *FAST, "--search.budget", "2",
+                       "--results_dir", "~/runs/x")
+    assert code == 0 and len(records_of(tmp_path / "home" / "runs" / "x")) == 2
+    assert not (tmp_path / "~").exists()  # (the working directory is tmp_path)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("delay", [0.3, 1.5])
+def test_ctrl_c_during_start_up_ends_cleanly(delay, tmp_path):
+    process = start_cli(tmp_path / "run")
+    time.sleep(delay)  # importing torch and Lightning, building the parser
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+class Faulty(nn.Module):
+    """A network whose forward fails in the way ``kind`` says."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        device = "meta" if kind == "meta" else None
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, device=device), nn.Linear(4, 4, device=device)
+        self.flat = nn.Linear(192, 4)
+
+    def forward(self, x):
+        if self.kind == "wrong_input_rank":
+            return self.flat(x)  # expects flattened images
+        if self.kind == "no_grad":
+            with torch.no_grad():
+                return self.fc(self.conv(x).mean((2, 3)))
+        logits = self.fc(self.conv(x).mean((2, 3)))
+        return logits.mean() if self.kind == "scalar_output" else logits
+
+
+FORWARD_FAULTS = [  # kind, exception, its own message, the likely cause given in the context
+    ("wrong_input_rank", RuntimeError, "mat1 and mat2", "does not accept inputs of this shape"),
+    ("no_grad", RuntimeError, "does not require grad", "torch.no_grad()"),
+    ("scalar_output", ValueError, r"shape \(B, classes\), got shape \(\)", ""),
+    ("meta", RuntimeError, "", "'meta' device"),
+]
+
+
+@pytest.mark.parametrize("kind, error, message, cause", FORWARD_FAULTS, ids=[f[0] for f in FORWARD_FAULTS])
+def test_errors_inside_forward_come_with_context(kind, error, message, cause, tmp_path):
+    with pytest.raises(error, match=message) as info:  # the callback: re-raised, same type and message
+        EPEScore().on_train_start(fake_trainer(), Faulty(kind))
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "Faulty at the start of training (EPEScore)" in notes and "'epe' score" in notes
+    assert "on inputs of shape (16, 3, 8, 8), float32" in notes and "logits of shape (B, classes)" in notes
+    assert cause in notes
+
+    class FaultySpaceOf(FaultySpace):
+        def build(self, candidate, num_classes=10, **options):
+            return Faulty(kind)
+
+    stored = ArchitectureSearch(FaultySpaceOf(), budget=1, accelerator="cpu", progress=False,
+                                results_dir=str(tmp_path))
+    with pytest.raises(RuntimeError, match="none of the 1 candidates"):  # the search: recorded with the context
+        stored.run(BadData())
+    (failed,) = records_of(tmp_path)
+    assert failed["error"] and "candidate 0 (Faulty)" in failed["context"]
+    assert cause in failed["context"] and failed["context"] in failed["traceback"]
+
+
+class DistinctLabels(L.LightningDataModule):
+    """16 images, one per class, of 200 classes."""
+
+    num_classes = 200
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.dataset = TensorDataset(torch.randn(16, 3, 8, 8, generator=g), torch.arange(16) * 7)
+
+    def train_dataloader(self):
+        return DataLoader(self.dataset, batch_size=16)
+
+
+def test_nan_scores_say_why(tmp_path):
+    result = ArchitectureSearch(FaultySpace(), budget=6, accelerator="cpu", progress=False).run(BadData())
+    by = {r["candidate"]: r for r in result.records}
+    assert "constant (e.g. zero: the output does not depend on the input" in by[4]["reason"]
+    assert all("reason" not in by[c] for c in (0, 5))
+    # class_count="true" with 200 logits and one sample per class: the > 100 branch drops every class
+    search = small_search(tmp_path, budget=2, score_options={"class_count": "true"}, batch_size=16)
+    with pytest.raises(RuntimeError, match="none of the 2 candidates got a score"):
+        search.run(DistinctLabels())
+    for record in records_of(tmp_path):
+        assert record["score"] is None and record["error"] is None
+        assert "gives 200 classes (> 100" in record["reason"] and "every class in this batch of 16" in record["reason"]
+
+
+def test_outputs_that_are_not_batch_by_classes_are_refused():
+    class PerSample(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = NB201Space().build(1601, num_classes=4, **TINY)
+
+        def forward(self, x):
+            return self.net(x)[1][:, 0]  # (B,): the batch size would be taken as the class count
+
+    x, y = BadData().dataset.tensors
+    with pytest.raises(ValueError, match=r"logits of shape \(B, classes\), got shape \(32,\)"):
+        epe_score(PerSample(), x, y, class_count="true")
+
+
+class Heads(nn.Module):
+    """Logits and two auxiliary heads, as torchvision's GoogLeNet in train mode: a plain tuple or a namedtuple."""
+
+    Outputs = collections.namedtuple("Outputs", ["logits", "aux2", "aux1"])
+
+    def __init__(self, named: bool = False):
+        super().__init__()
+        self.named = named
+        self.net = NB201Space().build(1601, num_classes=4, **TINY)
+
+    def forward(self, x):
+        logits = self.net(x)[1]
+        heads = (logits, logits * 3.0 + 1.0, logits.square())
+        return self.Outputs(*heads) if self.named else heads
+
+
+def test_output_selection_is_explicit_and_ambiguous_tuples_are_refused(tmp_path):
+    x, y = BadData().dataset.tensors
+    torch.manual_seed(0)
+    heads = Heads()
+    plain = epe_score(heads.net, x, y)  # NB201's (features, logits): the logits
+    with pytest.raises(TypeError, match="ambiguous.*choose with output=: an index"):
+        epe_score(heads, x, y)
+    with selecting_output(0):
+        assert epe_score(heads, x, y) == plain
+    with selecting_output(lambda out: out[0]):
+        assert epe_score(heads, x, y) == plain
+    named = Heads(named=True)
+    named.load_state_dict(heads.state_dict())
+    assert epe_score(named, x, y) == plain  # .logits is recognised
+    with selecting_output("aux1"):
+        assert epe_score(named, x, y) != plain
+    callback = EPEScore(output=0)
+    callback.on_train_start(fake_trainer(), heads)
+    reference = EPEScore()
+    reference.on_train_start(fake_trainer(), heads.net)
+    assert callback.value == reference.value
+
+    class HeadsSpace(FaultySpace):
+        def build(self, candidate, num_classes=10, **options):
+            return Heads()
+
+    result = ArchitectureSearch(HeadsSpace(), budget=2, accelerator="cpu", progress=False, output=0,
+                                results_dir=str(tmp_path)).run(BadData())
+    assert all(r["error"] is None for r in result.records)
+    assert json.loads((tmp_path / "config.json").read_text())["output"] == 0
+    with pytest.raises(TypeError, match="output must be None, an int index"):
+        ArchitectureSearch(output=2.5)

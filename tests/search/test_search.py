@@ -170,7 +170,7 @@ def test_unwritable_results_dir(tmp_path):
 
 
 def test_store_refuses_garbage_lines(tmp_path):
-    (tmp_path / "scores.jsonl").write_text('{"trial": 0, "score": 1.0}\nnot json\n')
+    (tmp_path / "scores.jsonl").write_text('{"trial": 0, "candidate": 5, "score": 1.0}\nnot json\n')
     with pytest.raises(ValueError, match="scores.jsonl:2"):
         ResultsStore(tmp_path)
 
@@ -197,3 +197,72 @@ def test_deprecated_strategy_arguments_warn_and_keep_working():
     with pytest.raises(ValueError, match="apply to the evolution strategy"):
         with pytest.warns(DeprecationWarning):
             ArchitectureSearch(population=8, progress=False)
+
+
+GOOD = b'{"candidate": 5, "error": null, "score": 1.0, "seconds": 0.1, "trial": 0}\n'
+
+
+@pytest.mark.parametrize("line, message", [
+    (b'\xff\xfe{"trial": 1}', "not UTF-8 text: byte 0xff at column 1"),
+    (b'{"trial": 1, "score": 2.0}', "no 'candidate'"),
+    (b'{"trial": 1, "candidate": 7, "score": "2.5"}', "'score' must be a number or null, got '2.5'"),
+    (b'{"candidate": 7, "score": 2.5}', "no 'trial'"),
+    (b'{"trial": -1, "candidate": 7, "score": 2.5}', "'trial' must be an int >= 0, got -1"),
+    (b"[1, 2]", "a JSON list, not an object"),
+], ids=["binary", "no_candidate", "string_score", "no_trial", "negative_trial", "not_an_object"])
+def test_damaged_records_are_refused_with_file_and_line(line, message, tmp_path):
+    data = GOOD + line + b"\n" + GOOD.replace(b'"trial": 0', b'"trial": 2')
+    (tmp_path / "scores.jsonl").write_bytes(data)
+    with pytest.raises(ValueError) as info:
+        ResultsStore(tmp_path)
+    assert f"{tmp_path / 'scores.jsonl'}:2 is not a score record ({message}" in str(info.value)
+    assert "delete that line (its trial is scored again)" in str(info.value)
+    assert (tmp_path / "scores.jsonl").read_bytes() == data  # nothing lost
+    assert not (tmp_path / "lock").exists()  # a refused start releases the directory
+
+
+@pytest.mark.parametrize("option, value", [
+    ("budget", -1), ("budget", 0), ("budget", "ten"), ("budget", True), ("budget", 2.5),
+    ("seed", -1), ("seed", 2**64), ("seed", "ten"), ("seed", True), ("seed", 2.5),
+    ("batch_size", 0), ("batch_size", 1), ("num_classes", 0), ("num_classes", "4"),
+])
+def test_budgets_seeds_and_sizes_are_checked_with_the_accepted_range(option, value):
+    accepted = {"budget": "an int >= 1, or None", "seed": "an int in 0..4294967295",
+                "batch_size": "an int >= 2, or None", "num_classes": "an int >= 1, or None"}[option]
+    for strategy in ("exhaustive", "random"):
+        with pytest.raises(ValueError) as info:
+            ArchitectureSearch(search_strategy=strategy, progress=False, **{option: value})
+        assert str(info.value).startswith(f"{option} (--search.{option}) must be {accepted}")
+        assert str(info.value).endswith(f"got {value!r}")
+    with pytest.raises(ValueError, match=r"sample_size \(search_strategy.init_args.sample_size\) must be an int in "
+                                         r"1..4; got 5"):
+        RegularizedEvolution(population=4, sample_size=5)
+
+
+def test_numpy_integers_are_accepted_as_ints():
+    import numpy as np
+
+    s = ArchitectureSearch(budget=np.int64(3), seed=np.int32(2), batch_size=np.int64(8), progress=False)
+    assert s.config()["budget"] == 3 and type(s.config()["seed"]) is int
+    json.dumps(s.config())  # JSON-ready
+
+
+def test_an_empty_or_tilde_results_dir(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="results_dir .* must be a directory path, got an empty string"):
+        search(results_dir="")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert search(results_dir="~/x").results_dir == str(tmp_path / "x")
+
+
+def test_force_with_a_larger_budget_continues_an_evolution_as_an_uninterrupted_run(tiny_data, tmp_path):
+    evolution = RegularizedEvolution(population=4, sample_size=2)  # one instance: the dry replay must not spoil it
+    search(results_dir=str(tmp_path), search_strategy=evolution, budget=6).run(tiny_data)
+    resumed = search(results_dir=str(tmp_path), search_strategy=evolution, budget=9, force=True)
+    calls = []
+    original = resumed.score_candidate
+    resumed.score_candidate = lambda *a, **k: calls.append(a[1]) or original(*a, **k)
+    result = resumed.run(tiny_data)
+    assert calls == [6, 7, 8] and not (tmp_path / "previous").exists()
+    whole = search(search_strategy=RegularizedEvolution(population=4, sample_size=2), budget=9).run(tiny_data)
+    pairs = lambda rs: [(r["candidate"], r["score"]) for r in rs]  # noqa: E731
+    assert pairs(result.records) == pairs(whole.records)

@@ -87,3 +87,20 @@ def test_ops_are_the_benchmark_ops():
     benchmark_ops = {edge.split("~")[0] for row in rows for edge in row["arch_str"].replace("+", "").split("|") if edge}
     assert set(NB201_OPS) == benchmark_ops
     assert np.unique([space.arch(i).count("~") for i in range(0, 15625, 97)]).tolist() == [6]
+
+
+@pytest.mark.parametrize("text", ["--5", "5.0", "1e3", "abc", "-", ""])
+def test_malformed_index_strings_say_what_a_candidate_looks_like(text):
+    with pytest.raises(ValueError) as info:
+        space.parse(text)
+    message = str(info.value)
+    assert "invalid literal" not in message
+    assert ("neither an index (an int in 0..15624, e.g. '9930') nor an arch string (e.g. '|nor_conv_3x3~0|" in message)
+
+
+def test_index_strings_and_numpy_integers():
+    assert space.parse(" 9930 ") == space.parse("+9930") == space.parse(np.int64(9930)) == 9930
+    with pytest.raises(ValueError, match="NB201 index -1 is out of range; valid indices are 0..15624"):
+        space.parse("-1")
+    net = space.build(np.int64(123), num_classes=np.int64(10), C=np.int32(4), N=np.int64(1), in_channels=np.int16(3))
+    assert net.classifier.out_features == 10 and type(net.classifier.out_features) is int

@@ -332,9 +332,14 @@ def device_run(args, save=lambda results: None) -> dict:
 
 # --------------------------------------------------------------------------- main
 def ensemble_cost(args, space: NB201Space, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """CPU seconds of the ensemble's members alone, their sum, and the fused pass (``score_many``),
-    beside EPE alone: the same cells, interleaved, median over cells (the issue's goal: fused <= 2x EPE)."""
-    from lightning_epe.scores import DEFAULT_MEMBERS, get_score, score_many
+    """CPU seconds of the ensemble's members alone, their sum, and the ensemble's fused pass
+    (``ensemble_scores``: ``score_many`` with each member fed as its official code feeds it), beside EPE
+    alone: the same cells, interleaved, median over cells (the issue's goal: fused <= 2x EPE)."""
+    from lightning_epe.scores import DEFAULT_MEMBERS, ensemble_scores, score_many
+    from lightning_epe.scores.ensemble import member_protocol
+
+    def member_alone(net, m):
+        return score_many(net, x, y, (m,), {m: member_protocol(m, len(x))})
 
     members = tuple(args.members.split(",")) if args.members else DEFAULT_MEMBERS
     cells = space.sample(args.ensemble_cells, seed=args.sample_seed, replace=False)
@@ -343,14 +348,14 @@ def ensemble_cost(args, space: NB201Space, x: torch.Tensor, y: torch.Tensor) -> 
     for i, index in enumerate(cells):
         net = build(space, index, args.seed + i, args.C, args.N)
         if i == 0:  # warm-up (allocator, oneDNN primitive caches)
-            score_many(net, x, y, members), epe_score(net, x, y)
+            ensemble_scores(net, x, y, members=members), epe_score(net, x, y)
         runs = {m: [] for m in members}
         fused_runs, epe_runs = [], []
         for _ in range(args.repeats):
             epe_runs.append(timed_cpu(epe_score, net, x, y)[1])
             for m in members:
-                runs[m].append(timed_cpu(get_score(m), net, x, y)[1])
-            fused_runs.append(timed_cpu(score_many, net, x, y, members)[1])
+                runs[m].append(timed_cpu(member_alone, net, m)[1])
+            fused_runs.append(timed_cpu(lambda: ensemble_scores(net, x, y, members=members))[1])
         for m in members:
             alone[m].append(statistics.median(runs[m]))
         fused.append(statistics.median(fused_runs))

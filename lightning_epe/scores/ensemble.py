@@ -41,7 +41,7 @@ def _check_members(members: Sequence[str]) -> tuple[str, ...]:
     return members
 
 
-def _protocol(name: str, batch: int) -> dict:
+def member_protocol(name: str, batch: int) -> dict:
     """The official protocol of ``name``; a batch smaller than its ``samples`` is used whole."""
     protocol = dict(OFFICIAL_PROTOCOLS.get(name, {}))
     if "samples" in protocol:
@@ -103,6 +103,6 @@ def ensemble_scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
     if unknown:
         raise ValueError(f"member_options name score(s) that are not members: {sorted(unknown)}")
     per_member = {name: {**{k: v for k, v in options.items() if k in accepted[name]},
-                         **_protocol(name, len(inputs)), **(member_options or {}).get(name, {})}
+                         **member_protocol(name, len(inputs)), **(member_options or {}).get(name, {})}
                   for name in members}
     return score_many(model, inputs, targets, members, {n: o for n, o in per_member.items() if o})

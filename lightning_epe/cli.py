@@ -2,11 +2,15 @@
 
 Configuration follows LightningCLI conventions (jsonargparse): subcommands from
 ``add_subcommands``, ``--config FILE`` (YAML) after the subcommand, dotted overrides such as
-``--search.budget 10``, ``class_path``/``init_args`` for the data module, the space and a search
-strategy of your own, and ``--print_config`` to show the effective configuration.
+``--search.budget 10``, ``class_path``/``init_args`` for the data module, the space, a search
+strategy of your own and loggers, and ``--print_config`` to show the effective configuration.
+Arguments are applied in order: an option after ``--config`` overrides the recipe, one before it is
+overridden by it; ``--print_config`` goes last, after every override, to show the effective values.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import sys
@@ -28,24 +32,37 @@ COMMANDS = {
 }
 # The scoring-device keys at the top level of a recipe override the search section's.
 DEVICE_KEYS = ("accelerator", "devices", "num_nodes", "strategy")
+# Trainer options that do not change what a training computes: a finished training with other values of
+# these is still the same training (the search command does not train it again).
+DISPLAY_ONLY_TRAINER_KEYS = ("enable_progress_bar", "enable_model_summary", "logger", "log_every_n_steps",
+                             "enable_checkpointing", "default_root_dir")
 
 
 def _experiment_parser(command: str) -> ArgumentParser:
     """One schema for search, score and fit, so that any recipe works with every command."""
     import lightning as L
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
+    from lightning.pytorch.loggers import Logger
 
     from .module import CandidateModule
     from .search import ArchitectureSearch
 
     parser = ArgumentParser(description=COMMANDS[command], exit_on_error=False)
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML recipe")
+    parser.add_argument("--config", action=ActionConfigFile,
+                        help="a YAML recipe; options after it override it (and --print_config goes last)")
     parser.add_argument("--seed_everything", type=int, default=0, help="seed for lightning.seed_everything")
     parser.add_subclass_arguments(L.LightningDataModule, "data", required=True, help="the data module")
     parser.add_argument("--results_dir", type=str | None, default=None,
                         help="results directory (scores.jsonl, summary.json, config); rerun to resume")
     parser.add_argument("--candidate", type=str | None, default=None,
-                        help="fit: the candidate to train (NB201: index or arch string)")
+                        help="fit: the candidate to train (NB201: index or arch string); default: the best of "
+                             "--results_dir")
+    parser.add_argument("--refit", action=ActionYesNo, default=False,
+                        help="search: train the best again even when summary.json already holds its finished "
+                             "training with this configuration")
+    parser.add_argument("--logger", type=Logger | list[Logger] | None, default=None,
+                        help="a Lightning logger (or a list) for the whole job: the search logs every candidate to "
+                             "it and the training too (replacing trainer.logger); search.logger: the search only")
     group = parser.add_argument_group("scoring devices (override the search section; Lightning's vocabulary)")
     group.add_argument("--accelerator", type=str | None, default=None, help="cpu, gpu, cuda, mps or auto")
     group.add_argument("--devices", type=int | str | None, default=None, help="devices (processes) per node")
@@ -113,18 +130,15 @@ def _run_experiment(command: str, cfg: Namespace, parser: ArgumentParser) -> dic
     for key in DEVICE_KEYS:
         if cfg[key] is not None:
             setattr(search, key, cfg[key])
+    if init.logger is not None:  # one logger for the whole job: the search and the training
+        search.logger = init.logger
+        init.trainer.loggers = list(init.logger) if isinstance(init.logger, (list, tuple)) else [init.logger]
     if command == "fit":
-        if cfg.candidate is None:
-            raise ValueError("fit needs --candidate (NB201: an index or an arch string)")
-        candidate = search.space.parse(cfg.candidate)
-        metrics = search.fit(init.trainer, datamodule, candidate=candidate, **cfg.model.as_dict())
-        console.print(f"[bold green]test accuracy of {search.describe(candidate)}[/]: {metrics['test_acc']:.4f}",
-                      soft_wrap=True)
-        return {"test": metrics}
+        return _fit(cfg, parser, init, search)
     search.results_dir = cfg.results_dir  # '' refused, ~ expanded
     # config.yaml is written with config.json, once the search has checked everything (writable, not in
     # use, same configuration, data): a refused run leaves the directory as it was
-    files = {"config.yaml": parser.dump(cfg)} if search.results_dir else None
+    files = {"config.yaml": _dump(parser, cfg)} if search.results_dir else None
     best = search.run(datamodule, files=files).best
     if rank_zero_only.rank != 0:  # other processes of a distributed search: rank 0 reports
         return {"best": best}
@@ -134,9 +148,95 @@ def _run_experiment(command: str, cfg: Namespace, parser: ArgumentParser) -> dic
         console.print(f"results in {search.results_dir}/")
     if command == "score":
         return {"best": best}
-    metrics = search.fit(init.trainer, datamodule, **cfg.model.as_dict())
+    fit_id = fit_config_id(parser, cfg, best["candidate"], search, datamodule)
+    if search.results_dir and not cfg.refit:
+        done = _finished_fit(search.results_dir, best["candidate"], fit_id)
+        if done is not None:  # the main job resumes as a whole: its training is done too
+            console.print(f"[bold green]test accuracy of the best candidate[/]: {done['test_accuracy']:.4f} "
+                          f"(trained before with this configuration: {search.results_dir}/summary.json; --refit "
+                          "trains it again)", soft_wrap=True)
+            threads = (done.get("fit") or {}).get("torch_threads")
+            if threads is not None and threads != torch_threads():
+                console.print(f"[yellow]note[/]: it was trained with {threads} torch thread(s), this run has "
+                              f"{torch_threads()}: training again here would give slightly different numbers "
+                              "(README: which numbers repeat)", soft_wrap=True)
+            return {"best": best, "test": done.get("test_metrics")}
+    metrics = search.fit(init.trainer, datamodule, fit_config_id=fit_id, **cfg.model.as_dict())
     console.print(f"[bold green]test accuracy of the best candidate[/]: {metrics['test_acc']:.4f}", soft_wrap=True)
     return {"best": best, "test": metrics}
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _fit(cfg: Namespace, parser: ArgumentParser, init: Namespace, search) -> dict:
+    """``fit``: train ``--candidate``, or by default the best of ``--results_dir`` (a finished search's
+    directory). Training the directory's best records the training in its ``summary.json``, as the
+    ``search`` command does."""
+    from .search.progress import console
+    from .search.store import SUMMARY, _read_json_file, resolve_results_dir
+
+    directory = resolve_results_dir(cfg.results_dir)
+    summary = (_read_json_file(directory / SUMMARY, "it is ignored") if directory is not None else None) or {}
+    best = summary.get("best")
+    if cfg.candidate is None:
+        if not best:
+            where = (f"{directory} holds no finished search (no {SUMMARY} with a best candidate): run "
+                     "`lightning-epe search` or `score` with it first" if directory is not None else
+                     "no --results_dir is given")
+            raise ValueError(f"fit trains --candidate (NB201: an index or an arch string), or by default the best "
+                             f"of --results_dir; {where}, or give --candidate")
+        candidate = search.space.parse(best["candidate"])
+        console.print(f"training the best of {directory}/: {best.get('arch', candidate)} (candidate "
+                      f"{best['candidate']}), score {best.get('score')}", soft_wrap=True)
+    else:
+        candidate = search.space.parse(cfg.candidate)
+    if best and candidate == search.space.parse(best["candidate"]):
+        search.results_dir = directory  # the directory's best: its training goes into its summary.json
+    fit_id = fit_config_id(parser, cfg, candidate, search, init.data)
+    metrics = search.fit(init.trainer, init.data, candidate=candidate, fit_config_id=fit_id, **cfg.model.as_dict())
+    console.print(f"[bold green]test accuracy of {search.describe(candidate)}[/]: {metrics['test_acc']:.4f}",
+                  soft_wrap=True)
+    return {"test": metrics}
+
+
+def _dump(parser: ArgumentParser, cfg: Namespace) -> str:
+    """The effective configuration as YAML, without ``refit`` (a one-off request, not part of the recipe)."""
+    cfg = cfg.clone()
+    cfg.refit = False
+    return parser.dump(cfg)
+
+
+def fit_config_id(parser: ArgumentParser, cfg: Namespace, candidate, search, datamodule) -> str:
+    """The id of what determines a training's numbers: the candidate, the network's build options and
+    classes, the data, model and trainer sections (less :data:`DISPLAY_ONLY_TRAINER_KEYS`) and the seed."""
+    import yaml
+
+    dumped = yaml.safe_load(parser.dump(cfg, skip_validation=True))
+    trainer = {k: v for k, v in (dumped.get("trainer") or {}).items() if k not in DISPLAY_ONLY_TRAINER_KEYS}
+    part = {"candidate": candidate, "space": (dumped.get("search") or {}).get("space"),
+            "build_options": search.build_options_for(datamodule),
+            "num_classes": search.num_classes or getattr(datamodule, "num_classes", None),
+            "seed_everything": dumped.get("seed_everything"), "data": dumped.get("data"),
+            "model": dumped.get("model"), "trainer": trainer}
+    text = json.dumps(part, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _finished_fit(directory: str, candidate, fit_id: str) -> dict | None:
+    """``summary.json`` of ``directory`` when it holds the finished training of ``candidate`` with the
+    configuration ``fit_id``, else None."""
+    from .search.store import SUMMARY, _read_json_file
+
+    summary = _read_json_file(Path(directory) / SUMMARY, "the best is trained again") or {}
+    fit = summary.get("fit") or {}
+    if (summary.get("trained") == candidate and fit.get("config_id") == fit_id
+            and isinstance(summary.get("test_accuracy"), (int, float))):
+        return summary
+    return None
 
 
 def _usage() -> str:

@@ -188,3 +188,104 @@ def test_output_selection_by_a_functions_dotted_path(tmp_path):
 
     search = ArchitectureSearch(output="tests.test_cli.first_element", progress=False)
     assert search.output is first_element and search.config()["output"] == "tests.test_cli.first_element"
+
+
+# ---------------------------------------------------------------------------------------------
+# The main job resumes as a whole; fit takes the best; loggers; the --print_config rule
+
+
+def count_trainings(monkeypatch) -> list:
+    import lightning_epe.module
+
+    calls = []
+    original = lightning_epe.module.fit_and_test
+
+    def counting(*args, **kwargs):
+        calls.append(args[2])  # the candidate
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lightning_epe.module, "fit_and_test", counting)
+    return calls
+
+
+def test_the_main_job_resumes_as_a_whole_and_refit_trains_again(tmp_path, capsys, monkeypatch):
+    trainings = count_trainings(monkeypatch)
+    args = ["search", "--config", str(ROOT / "recipes/quickstart.yaml"), "--results_dir", str(tmp_path), *FAST,
+            *FAST_TRAIN]
+    assert main(args) == 0 and len(trainings) == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    accuracy = summary["test_accuracy"]
+    assert summary["fit"]["torch_threads"] == summary["torch_threads"] == torch_threads()
+    assert summary["fit"]["deterministic"] is True and len(summary["fit"]["config_id"]) == 16
+    capsys.readouterr()
+    assert main(args) == 0 and len(trainings) == 1  # the same command again: nothing scored, nothing trained
+    out = capsys.readouterr().out
+    assert f"test accuracy of the best candidate: {accuracy:.4f} (trained before with this configuration" in out
+    assert "--refit trains it again" in out
+    assert main([*args, "--trainer.enable_progress_bar", "true"]) == 0 and len(trainings) == 1  # display only
+    assert main([*args, "--refit"]) == 0 and len(trainings) == 2  # asked to train again
+    assert main([*args, "--trainer.max_epochs", "2"]) == 0 and len(trainings) == 3  # another training: trains
+    assert main([*args, "--trainer.max_epochs", "2"]) == 0 and len(trainings) == 3  # ... once
+    assert "refit: false" in (tmp_path / "config.yaml").read_text()  # a one-off request, not part of the recipe
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_fit_without_a_candidate_trains_the_best_of_the_results_directory(tmp_path, capsys, monkeypatch):
+    trainings = count_trainings(monkeypatch)
+    recipe = ["--config", str(ROOT / "recipes/quickstart.yaml"), "--results_dir", str(tmp_path)]
+    assert main(["fit", *recipe, *FAST, *FAST_TRAIN]) == 1  # nothing searched there yet
+    err = capsys.readouterr().err
+    assert "fit trains --candidate" in err and "holds no finished search" in err and not trainings
+    assert main(["score", *recipe, *FAST]) == 0
+    best = json.loads((tmp_path / "summary.json").read_text())["best"]
+    capsys.readouterr()
+    assert main(["fit", *recipe, *FAST, *FAST_TRAIN]) == 0
+    assert trainings == [best["candidate"]]
+    assert f"training the best of {tmp_path}/: {best['arch']}" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["trained"] == best["candidate"] and 0 <= summary["test_accuracy"] <= 1
+    # the search command then finds the best trained with the same configuration: it does not train again
+    assert main(["search", *recipe, *FAST, *FAST_TRAIN]) == 0 and len(trainings) == 1
+    assert main(["fit", "--config", str(ROOT / "recipes/quickstart.yaml"), *FAST, *FAST_TRAIN,
+                 "--results_dir", str(tmp_path / "nothing")]) == 1
+    assert "holds no finished search" in capsys.readouterr().err
+
+
+def test_the_search_in_a_csv_logger_from_yaml_and_one_logger_for_the_whole_job(tmp_path):
+    recipe = yaml.safe_load((ROOT / "recipes/quickstart.yaml").read_text())
+    recipe["search"]["logger"] = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                  "init_args": {"save_dir": str(tmp_path / "logs"), "name": "search"}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["score", "--config", str(tmp_path / "r.yaml"), "--results_dir", str(tmp_path / "a"), *FAST]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "logs" / "search" / "version_0" / "metrics.csv")))
+    records = [json.loads(line) for line in (tmp_path / "a" / "scores.jsonl").read_text().splitlines()]
+    assert [float(r["search/score"]) for r in rows] == [r["score"] for r in records]
+    assert (tmp_path / "logs" / "search" / "version_0" / "leaderboard.csv").exists()
+    # a top-level logger: the search and the training log to the same run directory
+    assert main(["search", "--config", str(ROOT / "recipes/quickstart.yaml"), "--results_dir", str(tmp_path / "b"),
+                 *FAST, *FAST_TRAIN, "--logger", "CSVLogger", "--logger.save_dir", str(tmp_path / "job")]) == 0
+    run = tmp_path / "job" / "lightning_logs" / "version_0"
+    columns = set(next(csv.reader(open(run / "metrics.csv"))))
+    assert {"search/score", "search/seconds", "search/best_score", "test_acc"} <= columns
+    assert (run / "leaderboard.csv").exists()
+
+
+def test_options_after_config_override_it_and_print_config_shows_the_effective_values(capsys):
+    recipe = str(ROOT / "recipes/quickstart.yaml")
+    for args, budget in ((["--config", recipe, "--search.budget", "7", "--print_config"], 7),
+                         (["--search.budget", "7", "--config", recipe, "--print_config"], 30)):  # the recipe wins
+        with pytest.raises(SystemExit):
+            main(["search", *args])
+        assert yaml.safe_load(capsys.readouterr().out)["search"]["budget"] == budget
+
+
+def test_the_timm_recipe_ships_num_workers_a_two_core_machine_has():
+    """torch warns when a DataLoader has more workers than the machine has cores (the README targets 2)."""
+    recipe = yaml.safe_load((ROOT / "recipes/timm_cifar10.yaml").read_text())
+    assert recipe["data"]["init_args"]["num_workers"] <= 2
+    assert recipe["trainer"]["deterministic"] in (True, "warn")

@@ -120,25 +120,37 @@ class ReportTable:
         return table
 
 
-def _text(name: str) -> Column:
-    return Column(name, justify="left")
+def n_warning(ns: Sequence[int], cells: int) -> str | None:
+    """What to say when a simulated search size N exceeds the table's cells (``None`` when none does)."""
+    over = [int(n) for n in ns if int(n) > cells]
+    if not over:
+        return None
+    return (f"N = {', '.join(map(str, over))} (marked *) exceed the table's {cells} cells: a simulated search draws "
+            f"its N cells with replacement from the table, so it finds the table's best-scored cell in (almost) every "
+            f"run (hence ± 0.00), and those rows say nothing about a search of N cells in the whole space. Score at "
+            f"least N cells, or simulate N <= {cells} (--ns)")
 
 
 def correlation_table(rows: Sequence[dict], meta: dict | None = None) -> ReportTable:
-    """Kendall tau-b and Spearman rho of every (score, ground-truth column)."""
+    """Kendall tau-b and Spearman rho of every (score, ground-truth column).
+
+    The terminal names the ground-truth columns by their short labels (``C10 val``), Markdown in full."""
     meta = meta or {}
     return ReportTable(
         f"Rank correlations ({meta.get('cells')} cells, joined by {meta.get('key')})",
-        [_text("score"), _text("ground truth"), Column("Kendall tau-b", "tau-b"), Column("Spearman rho", "rho"),
-         Column("cells"), Column("NaN scores")],
-        [[r["score"], r["truth"], _fmt(r["tau"]), _fmt(r["rho"]), str(r["n"]), str(r["n_nan"])] for r in rows])
+        [Column("score", justify="left", key=True), Column("ground truth", justify="left", in_console=False),
+         Column("ground truth", justify="left", in_markdown=False, key=True),
+         Column("Kendall tau-b", "tau-b"), Column("Spearman rho", "rho"), Column("cells"), Column("NaN scores")],
+        [[r["score"], r["truth"], _label(r["truth"]), _fmt(r["tau"]), _fmt(r["rho"]), str(r["n"]), str(r["n_nan"])]
+         for r in rows])
 
 
-def search_table(rows: Sequence[dict], score: str) -> ReportTable:
+def search_table(rows: Sequence[dict], score: str, cells: int | None = None) -> ReportTable:
     """The paper's table for one score column: ours (simulated) beside the paper's numbers, per N.
 
     Markdown: an "ours" and (where the paper has the column) a "paper" column per ground-truth
     column, and the best cell of the table; the terminal shows the paper's value dim under ours.
+    With the table's number of ``cells``, an N larger than it is marked ``N*`` (see :func:`n_warning`).
     """
     rows = [r for r in rows if r["score"] == score]
     columns = list(dict.fromkeys(r["column"] for r in rows))
@@ -151,13 +163,13 @@ def search_table(rows: Sequence[dict], score: str) -> ReportTable:
     by_key = {(r["n"], r["column"]): r for r in rows}
     table = ReportTable(f"Random search on {score}: ours ({rows[0]['runs']} runs) / paper", spec)
     for n in dict.fromkeys(r["n"] for r in rows):
-        cells = [str(n)]
+        row = [f"{n}*" if cells is not None and n > cells else str(n)]
         for c in columns:
             r = by_key[(n, c)]
-            cells.append(_pm(r["mean"], r["std"]))
+            row.append(_pm(r["mean"], r["std"]))
             if has_paper[c]:
-                cells.append(None if r["paper_mean"] is None else _pm(r["paper_mean"], r["paper_std"]))
-        table.rows.append(cells)
+                row.append(None if r["paper_mean"] is None else _pm(r["paper_mean"], r["paper_std"]))
+        table.rows.append(row)
     table.footer = ["best cell in table"]
     for c in columns:
         table.footer.append(_fmt(next(r["best"] for r in rows if r["column"] == c), 2))
@@ -175,7 +187,8 @@ def draws_k_table(rows: Sequence[dict]) -> ReportTable:
     groups: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         groups.setdefault((r["score"], r["over"], r["cells"], r["k"], r["rule"]), {})[r["truth"]] = r
-    spec = [_text("score"), _text("over"), Column("cells"), Column("k"), _text("rule")]
+    spec = [Column("score", justify="left", key=True), Column("over", justify="left", key=True),
+            Column("cells"), Column("k", key=True), Column("rule", justify="left", key=True)]
     spec += [Column(f"{_label(t)} tau / rho", in_console=False) for t in truths]
     spec += [Column("tau-b", in_markdown=False), Column("rho", in_markdown=False),
              Column("s per cell"), Column("cost vs k=1")]
@@ -209,7 +222,7 @@ def markdown_report(correlations: Sequence[dict], search: Sequence[dict], meta: 
                   f"{runs} runs per N, N cells drawn with replacement from the table, arg-max score kept; "
                   "mean ± std (ddof 0) of its accuracy (%). Paper: EPE-NAS's published table.", ""]
         for score in dict.fromkeys(r["score"] for r in search):
-            parts += [f"### {score}", "", search_table(search, score).to_markdown(), ""]
+            parts += [f"### {score}", "", search_table(search, score, meta.get("cells")).to_markdown(), ""]
     if meta.get("plots"):
         parts += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in meta["plots"]] + [""]
     return "\n".join(parts)
@@ -225,7 +238,7 @@ def print_report(correlations: Sequence[dict], search: Sequence[dict], meta: dic
     for note in meta.get("notes", []):
         console.print(f"[yellow]note:[/] {note}")
     for score in dict.fromkeys(r["score"] for r in search):
-        console.print(search_table(search, score).to_rich())
+        console.print(search_table(search, score, meta.get("cells")).to_rich())
 
 
 def print_draws(rows: Sequence[dict], console=None) -> None:

@@ -2,12 +2,22 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 from .correlation import rank_correlations
 from .draws import SECONDS_COLUMNS, draw_series, draws_table
 from .ground_truth import load_ground_truth
-from .report import MATPLOTLIB_MISSING, markdown_report, plot_scatter, plot_search, print_draws, print_report, write_csv
+from .report import (
+    MATPLOTLIB_MISSING,
+    markdown_report,
+    n_warning,
+    plot_scatter,
+    plot_search,
+    print_draws,
+    print_report,
+    write_csv,
+)
 from .simulation import simulate_random_search
 from .tables import join, read_scores
 
@@ -33,6 +43,10 @@ def run_benchmark(scores: str, ground_truth: str, out_dir: str, score_columns: l
     are not benchmarked one by one: they make the k-table (``{prefix}draws.csv`` and a report
     section): tau/rho of k draws over batches, inits and both, combined by each rule, and the
     seconds per cell each k costs (from ``seconds_build``/``seconds_score`` when present).
+
+    An N larger than the table's cells warns (``UserWarning``, and a note in the report; its rows are
+    marked ``N*``): drawn with replacement from the table, such a search finds the table's best-scored
+    cell in almost every run, which says nothing about a search of N cells in the whole space.
 
     Args:
         scores: score table: a CSV with an ``index`` (NB201 index) or ``arch_str`` column plus score
@@ -62,6 +76,10 @@ def run_benchmark(scores: str, ground_truth: str, out_dir: str, score_columns: l
     truth_table = load_ground_truth(ground_truth, truth_columns)
     joined = join(score_table, truth_table)
     notes = list(joined.notes)
+    too_large = n_warning(ns, len(joined.arch_str)) if joined.scores else None
+    if too_large:
+        warnings.warn(too_large, UserWarning, stacklevel=2)
+        notes.append(too_large)
     draw_columns = {c for names in draw_series(list(joined.scores)).values() for c in names}
     draw_columns |= {c for c in SECONDS_COLUMNS if c in joined.scores} if draw_columns else set()
     per_draw = {c: joined.scores.pop(c) for c in list(joined.scores) if c in draw_columns}

@@ -17,6 +17,26 @@ from ..scores.draws import Draws, DrawValue
 from ..search._checks import MAX_SEED, check_int
 
 PRECISIONS = ("float32", None)
+#: The scales ``min_score`` can be given on: ``raw`` (the score as computed) and ``per_pair``.
+SCALES = ("raw", "per_pair")
+#: The largest per-pair value: -log(1e-5), every same-class pair of input gradients uncorrelated.
+PER_PAIR_MAX = 11.512925464970229
+
+
+def same_class_pairs(targets: torch.Tensor) -> int:
+    """``sum_c n_c (n_c - 1)``: the ordered pairs of two different samples of the same class in a batch
+    of labels ``targets`` (the terms an EPE score adds up, besides each sample with itself)."""
+    counts = torch.bincount(torch.as_tensor(targets).reshape(-1).long().cpu())
+    return int((counts * (counts - 1)).sum())
+
+
+def epe_per_pair(score: float, targets: torch.Tensor) -> float:
+    """An EPE score (the ``<= 100`` classes branch: ``sum_c |E_c|``) divided by :func:`same_class_pairs`:
+    about the mean of ``-log(|r| + 1e-5)`` over the same-class pairs of input gradients, from 0 (the
+    gradients of each class all alike) to 11.51 (uncorrelated). Unlike the score, it does not grow with
+    the batch size or depend on the label mix. NaN when the batch has no two samples of one class."""
+    pairs = same_class_pairs(targets)
+    return float(score) / pairs if pairs else math.nan
 
 
 class EPEScore(L.Callback):
@@ -32,7 +52,14 @@ class EPEScore(L.Callback):
         batch: an ``(inputs, targets)`` pair to score on (or a list of pairs, one per batch draw);
             default: the first batches of the train dataloader.
         min_score: stop the fit before any step if the score is below this (or NaN) on any process
-            (``min_epochs``/``min_steps`` of the Trainer are lifted for that fit: a refusal refuses).
+            (``min_epochs``/``min_steps`` of the Trainer are lifted for that fit: a refusal refuses), on the
+            scale ``scale`` says.
+        scale: the scale of ``min_score``. ``"raw"`` (default): the score as computed, which for EPE
+            grows with the batch size (about as ``sum_c n_c^2``) and the label mix. ``"per_pair"`` (EPE
+            only): the score divided by the same-class sample pairs of its batch
+            (:func:`epe_per_pair`), from 0 to 11.51 whatever the batch size, so one threshold serves
+            every batch size. The per-pair value of an EPE score is kept in ``per_pair`` and logged as
+            ``epe_score_per_pair`` on either scale.
         score_options: extra keyword arguments for the score (e.g. ``{"class_count": "true"}``).
         draws: score k times and combine (``Draws(k=4, over="batches")``, or a dict / int k):
             over ``batches`` (the first k batches), ``inits`` (the module as it is, then k - 1
@@ -59,11 +86,21 @@ class EPEScore(L.Callback):
 
     def __init__(self, score: str = "epe", batch: Any = None, min_score: float | None = None,
                  score_options: dict | None = None, draws: Draws | dict | int | None = None, seed: int = 0,
-                 output: Callable | int | str | None = None, precision: str | None = "float32"):
+                 output: Callable | int | str | None = None, precision: str | None = "float32", scale: str = "raw"):
         self._score_name = score
         self._info = score_info(score)
         if self._info.relative and min_score is not None:
             raise ValueError(f"min_score needs an absolute score; {score!r} ranks candidates against each other")
+        if scale not in SCALES:
+            raise ValueError(f"EPEScore scale must be 'raw' (min_score on the score as computed) or 'per_pair' "
+                             f"(EPE divided by its batch's same-class pairs, 0..11.51), got {scale!r}")
+        self._per_pair = score == "epe" and _sums_over_classes((score_options or {}).get("class_count", "official"))
+        if scale == "per_pair" and not self._per_pair:
+            raise ValueError(
+                "EPEScore(scale='per_pair') normalises the EPE score of at most 100 classes (sum_c |E_c|) by its "
+                f"batch's same-class pairs; score={score!r} with score_options={score_options!r} is not that: use "
+                "score='epe' with class_count 'official' (the default) or an int <= 100, or scale='raw'")
+        self._scale = scale
         self._draws = Draws.of(draws)
         if self._draws.relative:
             raise ValueError("draws combine='rank' ranks candidates against each other; a callback scores one "
@@ -80,6 +117,8 @@ class EPEScore(L.Callback):
         self._restored: dict | None = None
         self.values: list[DrawValue] = []
         self.value: DrawValue | None = None
+        self.per_pair_values: list[float] = []
+        self.per_pair: float | None = None
 
     @property
     def state_key(self) -> str:
@@ -89,7 +128,10 @@ class EPEScore(L.Callback):
         """The score measured at initialisation, saved in checkpoints (a resumed fit restores it)."""
         if self.value is None:
             return {}
-        return {"score": self._score_name, "value": self.value, "values": list(self.values)}
+        state = {"score": self._score_name, "value": self.value, "values": list(self.values)}
+        if self.per_pair is not None:
+            state.update(per_pair=self.per_pair, per_pair_values=list(self.per_pair_values))
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict.get("value") is not None:
@@ -105,6 +147,11 @@ class EPEScore(L.Callback):
         step = getattr(trainer, "global_step", 0)
         if self._restored is not None:  # fit(ckpt_path=...): the score at initialisation, from the checkpoint
             self.values, self.value = list(self._restored["values"]), self._restored["value"]
+            self.per_pair_values = list(self._restored.get("per_pair_values", []))
+            self.per_pair = self._restored.get("per_pair")
+            if self.per_pair is None and self._scale == "per_pair":
+                raise ValueError("EPEScore(scale='per_pair'): the checkpoint holds the score at initialisation "
+                                 "without its per-pair value (saved by an earlier lightning-epe); use scale='raw'")
             rank_zero_info(f"EPEScore: the fit resumes at step {step}; the {self._score_name} score at initialisation "
                            "is restored from the checkpoint (the trained network is not scored)")
         elif step > 0:
@@ -120,6 +167,10 @@ class EPEScore(L.Callback):
                 self.values = self._score(pl_module, batches)
             value = self._draws.combine_values(self.values)
             self.value = {k: float(v) for k, v in value.items()} if self._info.relative else float(value)
+            if self._per_pair:  # each draw divided by its own batch's pairs, then combined as the draws are
+                self.per_pair_values = [epe_per_pair(v, batches[self._draws.batch_of(j)][1])
+                                        for j, v in enumerate(self.values)]
+                self.per_pair = float(self._draws.combine_values(self.per_pair_values))
         self._log(trainer)
         if self._info.relative:
             return
@@ -127,10 +178,13 @@ class EPEScore(L.Callback):
             targets = batches[0][1] if self._restored is None else None
             rank_zero_warn(f"the {self._score_name} score is NaN: "
                            + nan_reason(self._score_name, self._score_options, targets, None, self._draws.k))
-        below = self._min_score is not None and not (self.value >= self._min_score)
+        gated = self.per_pair if self._scale == "per_pair" else self.value
+        below = self._min_score is not None and not (gated >= self._min_score)
         if trainer.strategy.reduce_boolean_decision(below, all=False):  # one process below: every one stops
+            what = (f"{self._score_name} score {self.value}" if self._scale == "raw" else
+                    f"{self._score_name} score per same-class pair {gated} (score {self.value})")
             rank_zero_warn(
-                f"{self._score_name} score {self.value} is below min_score={self._min_score} (or NaN) on at least "
+                f"{what} is below min_score={self._min_score} (or NaN) on at least "
                 "one process: stopping before training. Pre-select architectures before spending compute on them."
             )
             _stop_now(trainer)
@@ -156,6 +210,8 @@ class EPEScore(L.Callback):
     def _log(self, trainer: L.Trainer) -> None:
         metrics = ({f"{k}_score": v for k, v in self.value.items()} if self._info.relative
                    else {f"{self._score_name}_score": self.value})
+        if self.per_pair is not None:
+            metrics[f"{self._score_name}_score_per_pair"] = self.per_pair
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
@@ -181,6 +237,14 @@ class EPEScore(L.Callback):
                     "pass batch=(inputs, targets) to score on"
                 )
         return given[:needed]
+
+
+def _sums_over_classes(class_count) -> bool:
+    """Does EPE with this ``class_count`` take the ``<= 100`` classes branch (``sum_c |E_c|``) whatever the
+    network? ("true" decides by the network's logits, unknown here.)"""
+    if class_count == "official":
+        return True
+    return isinstance(class_count, int) and not isinstance(class_count, bool) and class_count <= 100
 
 
 def _stop_now(trainer: L.Trainer) -> None:

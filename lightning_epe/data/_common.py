@@ -63,6 +63,25 @@ def stratified_split(labels, fractions: Sequence[float], seed: int) -> list[np.n
     return np.split(order, ends)
 
 
+class DownloadError(ConnectionError):
+    """A data set that must be downloaded could not be (no network, a refused or interrupted connection).
+
+    The message says what was tried (the URL), where the data was looked for, the cause, and the
+    offline alternatives. A ``ConnectionError`` (an ``OSError``): the command line reports it as an
+    error with exit code 1, without a traceback.
+    """
+
+
+def offline_alternatives(archive: str, folder: str, data_dir: Path) -> str:
+    """The offline ways to run without the download (for :class:`DownloadError`)."""
+    return (f"Offline alternatives: (1) copy the extracted {folder}/ folder into {data_dir.resolve()} and pass "
+            f"download=False (--data.init_args.download false), or copy the archive {archive} there and keep "
+            "download=True (it is then only extracted); (2) NPZDataModule(path) over an .npz of "
+            "images (x: uint8 N x H x W x C, y: labels), e.g. ../shared/data/cifar10/cifar10_sample.npz; "
+            "(3) DigitsDataModule(), scikit-learn's hand-written digits, which need no download "
+            "(recipes/quickstart.yaml).")
+
+
 def check_files(folder: Path, names: Sequence[str], what: str, hint: str) -> None:
     """Raise ``FileNotFoundError`` naming the folder, the missing files and ``hint`` if any is absent."""
     missing = [name for name in names if not (folder / name).is_file()]

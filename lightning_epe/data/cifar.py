@@ -1,12 +1,13 @@
 """CIFAR-10 and CIFAR-100 through torchvision, with NAS-Bench-201's augmentation and normalisation."""
 from __future__ import annotations
 
+import http.client
 from pathlib import Path
 
 import torch
 from torchvision import datasets
 
-from lightning_epe.data._common import TRAIN, ImageDataModule, check_files
+from lightning_epe.data._common import TRAIN, DownloadError, ImageDataModule, check_files, offline_alternatives
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -42,8 +43,22 @@ class _CIFARDataModule(ImageDataModule):
         self.data_dir, self.download = Path(data_dir), download
 
     def prepare_data(self) -> None:
-        if self.download:
-            self.dataset_cls(self.data_dir, train=False, download=True)
+        """With ``download=True``: download and extract the archive unless it is already there. Without a
+        network this raises :class:`~lightning_epe.data.DownloadError` saying what was tried, where the
+        files were looked for and the offline alternatives."""
+        if not self.download:
+            return
+        cls = self.dataset_cls
+        try:
+            cls(self.data_dir, train=False, download=True)
+        except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, refused or reset connections
+            folder = (self.data_dir / cls.base_folder).resolve()
+            raise DownloadError(
+                f"could not download {self.name}: tried {cls.url} (into {(self.data_dir / cls.filename).resolve()}) "
+                f"and failed with {type(err).__name__}: {err}. The extracted files were looked for first in "
+                f"{folder}/ and are not there. No network? "
+                + offline_alternatives(cls.filename, cls.base_folder, self.data_dir)
+            ) from err
 
     def _read(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         cls = self.dataset_cls

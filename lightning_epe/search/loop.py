@@ -2,7 +2,7 @@
 
 ``on_run_start`` (processes, store, strategy, batches) -> repeated ``advance`` (ask a round of
 candidates, score this process's share, gather every process's records) and ``on_advance_end``
-(persist, tell the strategy, progress) -> ``on_run_end`` (summary, leaderboard). The state of the
+(persist, tell the strategy, progress, loggers) -> ``on_run_end`` (summary, leaderboard, loggers). The state of the
 run lives on the loop object; a search without a results directory keeps its records in a
 :class:`MemoryStore`, so the steps do not branch on it.
 """
@@ -12,8 +12,11 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, Hashable
 
+import torch
+
 from .batches import ScoringBatches
 from .distributed import Workers
+from .loggers import SearchLogging, as_loggers
 from .progress import console, leaderboard, search_progress
 from .store import MemoryStore, ResultsStore, best_record
 from .strategies import make_strategy
@@ -46,6 +49,7 @@ class SearchLoop:
         self.best: dict | None = None
         self.done = False
         self.store: MemoryStore | None = None
+        self.logging = SearchLogging([])
 
     def run(self) -> SearchResult:
         try:
@@ -95,6 +99,8 @@ class SearchLoop:
         self.total = search.budget if search.budget is not None else len(search.space)
         self.replayed_trials = {t for t in range(self.total) if t in self.store}
         self.best = best_record(self.store.records.values())
+        if self.workers.is_main:
+            self.logging = SearchLogging(as_loggers(search.logger), search.score_label)
         self.started = time.perf_counter()
 
     def advance(self) -> None:
@@ -111,12 +117,14 @@ class SearchLoop:
         self.gathered = sorted(self.workers.gather(mine), key=lambda r: r["trial"])
 
     def on_advance_end(self) -> None:
-        """Persist the newly scored records, tell the strategy their scores, advance the progress bar."""
+        """Persist the newly scored records, tell the strategy their scores, advance the progress bar, log
+        the round's records (replayed ones too: the logger gets the whole search)."""
         self.records.extend(self.gathered)
         if self.search.relative:  # provisional ranks among the candidates so far
             self.search.rank(self.records)
             self.best = best_record(self.records)
         for record in self.gathered:
+            self.logging.log_record(record)
             if record["trial"] in self.store:  # replayed from the results directory
                 continue
             self.store.append(record)
@@ -129,9 +137,10 @@ class SearchLoop:
         best = best_record(self.records)
         result = SearchResult(self.records, best)
         if self.workers.is_main:
-            self._write_summary(best, time.perf_counter() - self.started)
+            summary = self._write_summary(best, time.perf_counter() - self.started)
             if self.search.progress:
                 console.print(leaderboard(self.records))
+            self.logging.log_end(self.records, self.search.config(self.datamodule), summary)
         if best is None and self.records:
             where = f" in {self.store.path}" if self.store.path is not None else ""
             raise RuntimeError(f"none of the {len(self.records)} candidates got a score (all failed or NaN); "
@@ -181,7 +190,7 @@ class SearchLoop:
             )
         return stored
 
-    def _write_summary(self, best: dict | None, seconds: float) -> None:
+    def _write_summary(self, best: dict | None, seconds: float) -> dict:
         summary = self.store.read_summary()
         summary.update({
             "best": None if best is None else {k: best[k] for k in ("trial", "candidate", "arch", "score")},
@@ -190,8 +199,10 @@ class SearchLoop:
             "failed": sum(r["error"] is not None for r in self.records),
             "score_seconds_total": round(sum(r["seconds"] for r in self.records), 3),
             "last_run_seconds": round(seconds, 3),
+            "torch_threads": torch.get_num_threads(),  # scores repeat bit for bit on the same machine and threads
         })
         self.store.write_summary(summary)
+        return summary
 
 
 def _jsonable(candidate):

@@ -6,7 +6,7 @@ import math
 import os
 import time
 import traceback
-from typing import Any, Callable, Hashable
+from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 import torch
 
@@ -23,9 +23,13 @@ from ..scores.draws import Draws, rank_draws, score_draws
 from ..spaces import CandidateSpace, NB201Space
 from ._checks import MAX_SEED, check_int
 from .batches import ScoringBatches
+from .loggers import as_loggers
 from .loop import SearchLoop, SearchResult
 from .store import ResultsStore, resolve_results_dir
 from .strategies import RegularizedEvolution, Strategy, describe_strategy, list_strategies, make_strategy
+
+if TYPE_CHECKING:  # (Lightning loads only when a logger is used; jsonargparse resolves the annotation)
+    from lightning.pytorch.loggers import Logger
 
 
 class ArchitectureSearch:
@@ -66,7 +70,14 @@ class ArchitectureSearch:
             scored the same way (only the strategy, its options or the budget changed) are kept and
             continued; otherwise the old files are moved to ``results_dir/previous/N/`` and scoring
             starts afresh. Records of two configurations are never mixed; nothing is deleted.
-        progress: show the rich progress bar and leaderboard.
+        progress: show the progress (a rich bar on a terminal, plain periodic lines on stderr when it is not
+            one: CI logs, ``nohup``, ``| tee``) and the final leaderboard.
+        logger: a Lightning logger (``CSVLogger``, ``TensorBoardLogger``, ``WandbLogger``, ``MLFlowLogger``, ...)
+            or a list of them: each candidate's ``search/score``, ``search/seconds`` and
+            ``search/best_score`` (the running best) are logged at step = trial, and the final
+            leaderboard as a table where the logger has one (CSVLogger: ``leaderboard.csv`` in its
+            ``log_dir``; TensorBoard: the TEXT tab). YAML: ``class_path``/``init_args``, as
+            ``trainer.logger``. The same logger can be given to the Trainer that trains the best.
         distributed_strategy: deprecated (0.1) name of ``strategy``.
         population: deprecated (0.1): use ``search_strategy=RegularizedEvolution(population=...)``.
         sample_size: deprecated (0.1): use ``search_strategy=RegularizedEvolution(sample_size=...)``.
@@ -93,6 +104,7 @@ class ArchitectureSearch:
         results_dir: str | None = None,
         force: bool = False,
         progress: bool = True,
+        logger: Logger | list[Logger] | None = None,
         distributed_strategy: str | None = None,
         population: int | None = None,
         sample_size: int | None = None,
@@ -118,6 +130,8 @@ class ArchitectureSearch:
                              "combine its draws with 'mean' or 'median'")
         self.output = check_output_selector(output)
         self.results_dir, self.force, self.progress = results_dir, force, progress
+        as_loggers(logger)  # validate early
+        self.logger = logger
         self.result: SearchResult | None = None
 
     @property
@@ -239,12 +253,16 @@ class ArchitectureSearch:
         for record, value in zip(scored, values):
             record["score"] = _finite(value)
 
-    def fit(self, trainer, datamodule, candidate: Hashable | None = None, **module_options) -> dict:
+    def fit(self, trainer, datamodule, candidate: Hashable | None = None, *, fit_config_id: str | None = None,
+            **module_options) -> dict:
         """Train ``candidate`` (default: the best of the search, which runs first if it has not) with a
         normal ``lightning.Trainer``, test it, and return the test metrics.
 
         ``module_options`` go to :class:`lightning_epe.CandidateModule` (optimiser settings ...). With a
-        ``results_dir``, ``summary.json`` records the trained candidate and its test metrics.
+        ``results_dir``, ``summary.json`` records the trained candidate, its test metrics and ``fit``: the
+        torch version, threads (``torch.get_num_threads()``: the training's numbers depend on it), whether
+        the Trainer was deterministic, the seconds, and ``config_id`` (``fit_config_id``: what the command
+        line uses to tell that this training is already done).
         """
         from ..module import fit_and_test
 
@@ -254,14 +272,21 @@ class ArchitectureSearch:
             if self.result.best is None:
                 raise RuntimeError("no candidate to train: the search scored none")
             candidate = self.result.best["candidate"]
+        start = time.perf_counter()
+        threads = torch.get_num_threads()
         metrics = fit_and_test(trainer, datamodule, candidate, space=self.space,
                                num_classes=self.num_classes or datamodule.num_classes,
                                build_options=self.build_options_for(datamodule), **module_options)
         if self.results_dir:
+            fit = {"torch_threads": threads, "torch_version": torch.__version__,
+                   "deterministic": torch.are_deterministic_algorithms_enabled(),
+                   "seconds": round(time.perf_counter() - start, 3)}
+            if fit_config_id is not None:
+                fit["config_id"] = fit_config_id
             with ResultsStore(self.results_dir) as store:  # (holds the lock while it updates the summary)
                 summary = store.read_summary()
                 summary.update({"test_accuracy": metrics.get("test_acc"), "test_metrics": metrics,
-                                "trained": candidate})
+                                "trained": candidate, "fit": fit})
                 store.write_summary(summary)
         return metrics
 

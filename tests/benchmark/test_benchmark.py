@@ -404,3 +404,68 @@ def test_bench_common_helpers(tmp_path):
     common.replace_csv(out, ["index"], [{"index": 9}])
     assert out.read_text() == "index\n9\n" and not (tmp_path / "rows.csv.tmp").exists()
     assert common.read_rows(tmp_path / "missing.csv") == []
+
+
+def _console_lines(*tables) -> list[str]:
+    from rich.console import Console
+
+    console = Console(width=80, record=True, file=io.StringIO())
+    for table in tables:
+        console.print(table.to_rich())
+    return console.export_text().splitlines()
+
+
+def test_every_report_table_fits_80_columns_and_keeps_its_key_columns_whole():
+    """The widest tables the benchmark prints (six ground-truth columns, the longest score names) on an
+    80-column terminal: no line is longer, and every key cell (what tells the rows apart) is shown whole."""
+    from lightning_epe.benchmark.report import correlation_table, draws_k_table, search_table
+
+    rng = np.random.default_rng(0)
+    scores = ["az_expressivity", "vkdnw_entropy", "epe"]
+    correlations = [{"score": s, "truth": t, "tau": 0.5123, "rho": -0.7001, "n": 15625, "n_nan": 1234}
+                    for s in scores for t in PAPER_COLUMNS]
+    draws = [{"score": s, "over": o, "cells": 1000, "k": k, "rule": r, "truth": t, "tau": 0.55, "rho": 0.74,
+              "seconds_per_cell": 12.345, "cost_vs_k1": 8.0}
+             for s in scores for o in ("batches", "inits", "both") for k in (1, 8) for r in ("mean", "median", "rank")
+             for t in PAPER_COLUMNS]
+    truth = {c: rng.uniform(10, 95, 100) for c in PAPER_COLUMNS}
+    search = [{"score": "az_expressivity", **r}
+              for r in simulate_random_search(rng.normal(size=100), truth, ns=[10, 100, 1000], runs=5, seed=0)]
+    tables = {"correlations": (correlation_table(correlations, {"cells": 15625, "key": "index"}), [0, 1]),
+              "draws": (draws_k_table(draws), [0, 1, 3, 4]),
+              "search": (search_table(search, "az_expressivity", cells=100), [0])}
+    for name, (table, keys) in tables.items():
+        lines = _console_lines(table)
+        assert max(len(line) for line in lines) <= 80, name
+        body = [[c.strip() for c in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+        shown = [tuple(row[k] for k in keys) for row in body if row[keys[0]]]
+        assert len(shown) == len(table.rows), name  # one line per row starts with its whole key
+        groups = [g for g in _console_groups(table)]
+        expected = [tuple(table.rows[i][groups[k]] for k in keys) for i in range(len(table.rows))]
+        assert shown == expected, name
+    # the terminal's correlation table names the ground truth by its short label; Markdown in full
+    assert "C10 val" in "\n".join(_console_lines(tables["correlations"][0]))
+    assert "| epe | cifar10_valid_acc | 0.512 | -0.700 | 15625 | 1234 |" in tables["correlations"][0].to_markdown()
+
+
+def _console_groups(table) -> list[int]:
+    """The column index each terminal column shows first (what ReportTable.to_rich lays out)."""
+    return [i for i, c in enumerate(table.columns) if c.in_console and not c.under]
+
+
+def test_simulating_more_cells_than_the_table_has_warns_and_marks_the_rows(tmp_path):
+    acc = write_truth(tmp_path / "gt.csv", n=30)
+    write_scores(tmp_path / "s.csv", range(30), acc["cifar10_valid_acc"])
+    with pytest.warns(UserWarning, match=r"N = 500, 1000 \(marked \*\) exceed the table's 30 cells"):
+        result = run_benchmark(str(tmp_path / "s.csv"), str(tmp_path / "gt.csv"), str(tmp_path / "o"), runs=20,
+                               ns=[10, 500, 1000], plots=False)
+    assert any("exceed the table's 30 cells" in note for note in result["notes"])
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "| 500* |" in report and "| 1000* |" in report and "| 10 |" in report
+    assert "exceed the table's 30 cells" in report
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # N within the table: no warning
+        run_benchmark(str(tmp_path / "s.csv"), str(tmp_path / "gt.csv"), str(tmp_path / "p"), runs=5, ns=[10, 30],
+                      plots=False)

@@ -187,3 +187,80 @@ def test_scores_in_float32_whatever_the_trainers_precision():
     assert as_is != callback.value
     with pytest.raises(ValueError, match="precision must be 'float32'"):
         EPEScore(precision="bf16")
+
+
+# ---------------------------------------------------------------------------------------------
+# min_score on a scale that does not grow with the batch size
+
+
+def test_same_class_pairs_and_the_per_pair_value():
+    from lightning_epe.callbacks import PER_PAIR_MAX, epe_per_pair, same_class_pairs
+
+    assert same_class_pairs(torch.tensor([0, 0, 1, 1, 1, 2])) == 2 * 1 + 3 * 2 + 1 * 0
+    assert same_class_pairs(torch.tensor([0, 1, 2])) == 0 and math.isnan(epe_per_pair(5.0, torch.tensor([0, 1])))
+    L.seed_everything(0)
+    m = module()
+    x, y = next(iter(loader(n=64)))
+    score = epe_score(m, x, y)
+    assert epe_per_pair(score, y) == score / same_class_pairs(y)
+    assert 0 < epe_per_pair(score, y) < PER_PAIR_MAX == pytest.approx(-math.log(1e-5))
+
+
+def test_the_per_pair_value_does_not_grow_with_the_batch_size():
+    """The raw EPE score grows about as sum_c n_c^2 (x16 from 32 to 128 samples); the per-pair value stays."""
+    data = DataLoader(TensorDataset(torch.randn(128, 3, 8, 8, generator=torch.Generator().manual_seed(3)),
+                                    torch.arange(128) % 4), batch_size=128)
+    x, y = next(iter(data))
+    raw, per_pair = {}, {}
+    for size in (32, 64, 128):
+        callback = EPEScore(batch=(x[:size], y[:size]), min_score=0.0, scale="per_pair")
+        trainer([callback], steps=1).fit(module(), loader())
+        raw[size], per_pair[size] = callback.value, callback.per_pair
+    assert raw[128] / raw[32] > 10
+    assert max(per_pair.values()) / min(per_pair.values()) < 1.15
+
+
+def test_min_score_per_pair_refuses_below_and_trains_above():
+    batch = next(iter(loader()))
+    probe = EPEScore(batch=batch)
+    trainer([probe], steps=1).fit(module(), loader())
+    assert probe.per_pair == pytest.approx(probe.value / 48)  # 16 samples, 4 classes of 4: 4 * 4 * 3 pairs
+    low = EPEScore(batch=batch, min_score=probe.per_pair - 0.01, scale="per_pair")
+    t = trainer([low], steps=2)
+    t.fit(module(), loader())
+    assert t.global_step == 2  # the raw score (hundreds) is far above the threshold anyway
+    high = EPEScore(batch=batch, min_score=probe.per_pair + 0.01, scale="per_pair")
+    t = trainer([high], steps=2)
+    with pytest.warns(UserWarning, match=r"epe score per same-class pair .* is below min_score="):
+        t.fit(module(), loader())
+    assert t.global_step == 0 and t.callback_metrics["epe_score_per_pair"].item() == pytest.approx(probe.per_pair)
+
+
+def test_per_pair_draws_are_divided_by_their_own_batches_pairs():
+    from lightning_epe.scores import Draws
+
+    x, y = next(iter(DataLoader(TensorDataset(torch.randn(40, 3, 8, 8), torch.arange(40) % 4), batch_size=40)))
+    batches = [(x[:16], y[:16]), (x[16:40], y[16:40])]  # 48 and 4 * 6 * 5 = 120 pairs
+    callback = EPEScore(batch=batches, draws=Draws(k=2, over="batches"), scale="per_pair", min_score=0.0)
+    trainer([callback], steps=1).fit(module(), loader())
+    assert callback.per_pair_values == [callback.values[0] / 48, callback.values[1] / 120]
+    assert callback.per_pair == pytest.approx(sum(callback.per_pair_values) / 2)
+
+
+def test_the_per_pair_scale_is_for_epe_over_at_most_100_classes():
+    with pytest.raises(ValueError, match="scale must be 'raw'"):
+        EPEScore(scale="relative")
+    for kwargs in ({"score": "naswot"}, {"score_options": {"class_count": "true"}},
+                   {"score_options": {"class_count": 120}}):
+        with pytest.raises(ValueError, match="normalises the EPE score of at most 100 classes"):
+            EPEScore(min_score=3.0, scale="per_pair", **kwargs)
+    assert EPEScore(scale="per_pair", score_options={"class_count": 10})._per_pair
+
+
+def test_the_per_pair_value_survives_a_checkpoint_resume(tmp_path):
+    first = EPEScore()
+    path = fit_and_checkpoint(tmp_path, [first])
+    resumed = EPEScore(min_score=first.per_pair, scale="per_pair")
+    t = trainer([resumed], steps=4)
+    t.fit(module(), loader(), ckpt_path=path)
+    assert resumed.per_pair == first.per_pair and t.global_step == 4

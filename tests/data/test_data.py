@@ -196,3 +196,50 @@ def test_trainer_runs_on_digits():
                         enable_model_summary=False)
     trainer.fit(Linear(), DigitsDataModule())
     trainer.test(Linear(), DigitsDataModule(), verbose=False)
+
+
+@pytest.mark.parametrize("cls, url", [(CIFAR10DataModule, "cifar-10-python.tar.gz"),
+                                      (CIFAR100DataModule, "cifar-100-python.tar.gz")])
+def test_no_network_is_a_clear_error_naming_what_was_tried_and_the_offline_alternatives(cls, url, tmp_path,
+                                                                                        monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    from lightning_epe.data import DownloadError
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)  # what torchvision's download calls
+    dm = cls(data_dir=tmp_path / "data", download=True)
+    with pytest.raises(DownloadError) as info:
+        dm.prepare_data()
+    message = str(info.value)
+    assert isinstance(info.value, ConnectionError) and not isinstance(info.value, urllib.error.URLError)
+    assert f"tried https://www.cs.toronto.edu/~kriz/{url}" in message  # what was tried
+    assert str((tmp_path / "data").resolve()) in message and "looked for first" in message  # where it looked
+    assert "Temporary failure in name resolution" in message  # why
+    for alternative in ("download=False", "NPZDataModule", "DigitsDataModule"):  # the offline alternatives
+        assert alternative in message
+    assert isinstance(info.value.__cause__, urllib.error.URLError)
+
+
+def test_no_network_through_the_command_line_is_one_error_line(tmp_path, monkeypatch, capsys):
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    from lightning_epe.cli import main
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "nb201_cifar10.yaml"
+    code = main(["search", "--config", str(recipe), "--data.init_args.download", "true", "--results_dir",
+                 str(tmp_path / "results"), "--data.init_args.data_dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("lightning-epe search: error: could not download CIFAR-10: tried https://") and \
+        "Traceback" not in err and "DigitsDataModule" in err
+    assert not (tmp_path / "results" / "scores.jsonl").exists()

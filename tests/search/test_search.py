@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import random
 
@@ -266,3 +267,186 @@ def test_force_with_a_larger_budget_continues_an_evolution_as_an_uninterrupted_r
     whole = search(search_strategy=RegularizedEvolution(population=4, sample_size=2), budget=9).run(tiny_data)
     pairs = lambda rs: [(r["candidate"], r["score"]) for r in rs]  # noqa: E731
     assert pairs(result.records) == pairs(whole.records)
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress where stderr is not a terminal, and the search in the user's Lightning loggers
+
+
+def test_progress_is_plain_periodic_lines_when_the_stream_is_not_a_terminal():
+    import io
+
+    from lightning_epe.search.progress import PlainProgress, search_progress
+
+    stream = io.StringIO()
+    times = iter([0.0, 1.0, 2.0, 5.0, 11.5, 12.0, 13.0])  # start, then one per candidate
+    progress = PlainProgress(total=6, done=0, stream=stream, interval=10.0, clock=lambda: next(times))
+    for best in ("1.00 (a)", "2.00 (b)", "2.00 (b)", "3.00 (c)", "3.00 (c)", "3.00 (c)"):
+        progress.update(best)
+    lines = stream.getvalue().splitlines()
+    # after the first candidate, then once 10 s have passed, then the last one
+    assert [line.split(",")[0] for line in lines] == ["scoring: 1/6 candidates (16%)", "scoring: 4/6 candidates (66%)",
+                                                       "scoring: 6/6 candidates (100%)"]
+    assert lines[1] == "scoring: 4/6 candidates (66%), 0.35 cand/s, elapsed 0:00:12, ETA 0:00:06, best 3.00 (c)"
+    assert lines[2].endswith("ETA 0:00:00, best 3.00 (c)")
+    # through search_progress with a non-terminal stream: plain lines, no escape codes or carriage returns
+    stream = io.StringIO()
+    with search_progress(3, 1, stream=stream, interval=0.0, draws=2) as update:
+        update("5.00 (x)")
+        update("6.00 (y)")
+    text = stream.getvalue()
+    assert text.splitlines() == [line for line in text.splitlines() if line.startswith("scoring x2 draws: ")]
+    assert "resuming, 1/3 candidates already scored" in text and "3/3 candidates (100%)" in text
+    assert "\x1b" not in text and "\r" not in text
+
+
+def test_a_search_shows_plain_progress_on_a_captured_stderr(tiny_data, capsys):
+    search(progress=True).run(tiny_data)
+    err = capsys.readouterr().err
+    assert "scoring: 6/6 candidates (100%)" in err and "\x1b[" not in err
+
+
+def _csv_rows(path):
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _nan_or_float(text):
+    return float("nan") if text in ("", "nan") else float(text)
+
+
+def test_the_search_logs_each_candidate_and_the_leaderboard_to_a_csv_logger(tiny_data, tmp_path):
+    import math
+    from pathlib import Path
+
+    import yaml
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(tmp_path / "logs", name="search")
+    result = search(logger=logger, budget=8).run(tiny_data)
+    rows = _csv_rows(Path(logger.log_dir) / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == [r["trial"] for r in result.records]
+    best = -math.inf
+    for row, record in zip(rows, result.records):
+        score = _nan_or_float(row["search/score"])
+        assert (math.isnan(score) and record["score"] is None) or score == record["score"]
+        assert float(row["search/seconds"]) == record["seconds"]
+        best = max(best, record["score"]) if record["score"] is not None else best
+        assert float(row["search/best_score"]) == best  # the running best
+    board = _csv_rows(Path(logger.log_dir) / "leaderboard.csv")
+    scored = sorted((r for r in result.records if r["score"] is not None), key=lambda r: (-r["score"], r["trial"]))
+    assert [int(r["trial"]) for r in board] == [r["trial"] for r in scored]
+    assert [int(r["rank"]) for r in board] == list(range(1, len(scored) + 1))
+    assert board[0]["arch"] == result.best["arch"] and float(board[0]["score"]) == result.best["score"]
+    hparams = yaml.safe_load((Path(logger.log_dir) / "hparams.yaml").read_text())
+    assert hparams["search"]["budget"] == 8 and hparams["search"]["score"] == "epe"
+
+
+def test_a_resumed_search_logs_the_whole_search_to_a_new_logger_version(tiny_data, tmp_path):
+    from pathlib import Path
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    search(budget=3, results_dir=str(tmp_path / "r")).run(tiny_data)
+    logger = CSVLogger(tmp_path / "logs", name="search")
+    result = search(budget=5, results_dir=str(tmp_path / "r"), force=True, logger=[logger]).run(tiny_data)
+    assert [int(r["step"]) for r in _csv_rows(Path(logger.log_dir) / "metrics.csv")] == [0, 1, 2, 3, 4]
+    assert len(result.records) == 5
+
+
+class _FakeWriter:
+    """What TensorBoardLogger calls on its SummaryWriter."""
+
+    def __init__(self):
+        self.scalars, self.texts, self.flushed = [], {}, 0
+
+    def add_scalar(self, tag, value, global_step=None, **kwargs):
+        self.scalars.append((tag, value, global_step))
+
+    def add_text(self, tag, text, global_step=None, **kwargs):
+        self.texts[tag] = text
+
+    def flush(self):
+        self.flushed += 1
+
+
+def test_the_search_logs_to_a_tensorboard_logger_without_tensorboard_installed(tiny_data, tmp_path, monkeypatch):
+    """The TensorBoard path with a stand-in SummaryWriter (the real one is tested below when installed)."""
+    import lightning.fabric.loggers.tensorboard as fabric_tb
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    monkeypatch.setattr(fabric_tb, "_TENSORBOARD_AVAILABLE", True)
+    writer = _FakeWriter()
+    monkeypatch.setattr(TensorBoardLogger, "experiment", property(lambda self: writer))
+    result = search(logger=TensorBoardLogger(tmp_path / "tb", name="search")).run(tiny_data)
+    scores = [(step, value) for tag, value, step in writer.scalars if tag == "search/score"]
+    assert [step for step, _ in scores] == [r["trial"] for r in result.records]
+    assert [v for _, v in scores if v == v] == [r["score"] for r in result.records if r["score"] is not None]
+    assert {tag for tag, _, _ in writer.scalars} == {"search/score", "search/seconds", "search/best_score"}
+    board = writer.texts["search/leaderboard"].splitlines()
+    assert board[0] == "| rank | trial | candidate | epe | seconds |"
+    assert board[2].startswith(f"| 1 | {result.best['trial']} | {result.best['arch']} | {result.best['score']:.4f} |")
+    assert '"budget": 6' in writer.texts["search/config"] and writer.flushed >= 1
+
+
+def test_the_search_logs_to_a_real_tensorboard_logger(tiny_data, tmp_path):
+    if importlib.util.find_spec("tensorboard") is None:
+        pytest.skip("needs tensorboard, an optional extra (pip install 'lightning-epe[loggers]'); the TensorBoard "
+                    "path is also tested with a stand-in writer above")
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = TensorBoardLogger(tmp_path / "tb", name="search")
+    result = search(logger=logger).run(tiny_data)
+    events = EventAccumulator(logger.log_dir, size_guidance={"tensors": 0, "scalars": 0})
+    events.Reload()
+    steps = [e.step for e in events.Scalars("search/score")]
+    assert steps == [r["trial"] for r in result.records]
+    assert any(tag.startswith("search/leaderboard") for tag in events.Tags()["tensors"])  # add_text's summary
+
+
+def test_a_logger_that_fails_does_not_stop_the_search(tiny_data):
+    class Broken:
+        def log_metrics(self, metrics, step=None):
+            raise OSError("the logging server is gone")
+
+    with pytest.warns(RuntimeWarning, match="stops logging to Broken, which failed: OSError: the logging server"):
+        result = search(logger=Broken()).run(tiny_data)
+    assert len(result.records) == 6
+    with pytest.raises(TypeError, match="logger must be a Lightning logger"):
+        search(logger="csv")
+
+
+def test_the_leaderboard_goes_to_loggers_with_tables_as_wandb_and_mlflow_take_them(tiny_data):
+    """Stand-ins with the methods WandbLogger (log_table) and MLFlowLogger (MlflowClient.log_table) have."""
+    class Tabled:
+        def __init__(self):
+            self.metrics, self.tables = [], {}
+
+        def log_metrics(self, metrics, step=None):
+            self.metrics.append((step, metrics))
+
+        def log_table(self, key, columns, data):
+            self.tables[key] = (columns, data)
+
+    class Client:
+        def log_table(self, run_id, data, artifact_file):
+            self.logged = (run_id, data, artifact_file)
+
+    class MLFlowLogger(Tabled):
+        run_id = "run-1"
+
+        def __init__(self):
+            super().__init__()
+            self.experiment = Client()
+
+    wandb_like, mlflow_like = Tabled(), MLFlowLogger()
+    result = search(logger=[wandb_like, mlflow_like]).run(tiny_data)
+    columns, data = wandb_like.tables["search/leaderboard"]
+    assert columns == ["rank", "trial", "candidate", "arch", "score", "seconds"]
+    assert data[0][:5] == [1, result.best["trial"], result.best["candidate"], result.best["arch"], result.best["score"]]
+    run_id, table, artifact = mlflow_like.experiment.logged
+    assert (run_id, artifact) == ("run-1", "search_leaderboard.json") and table["trial"][0] == result.best["trial"]
+    assert [step for step, _ in mlflow_like.metrics] == list(range(6)) and not mlflow_like.tables

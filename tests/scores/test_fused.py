@@ -53,7 +53,7 @@ def test_options_reach_their_score_and_unshareable_options_run_alone():
 def test_the_ensemble_uses_the_fused_pass_and_equals_its_members():
     x, y = batch()
     net = cell()
-    members = ("epe", "jacob_cov", "synflow", "params")
+    members = ("epe", "jacob_cov", "synflow", "params")  # any members: the fused pass equals the members alone
     assert ensemble_scores(net, x, y, members=members) == alone(net, x, y, members)
 
 

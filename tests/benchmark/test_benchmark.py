@@ -469,3 +469,25 @@ def test_simulating_more_cells_than_the_table_has_warns_and_marks_the_rows(tmp_p
         warnings.simplefilter("error")  # N within the table: no warning
         run_benchmark(str(tmp_path / "s.csv"), str(tmp_path / "gt.csv"), str(tmp_path / "p"), runs=5, ns=[10, 30],
                       plots=False)
+
+
+def test_committed_sota_rows_reproduce_with_the_stated_protocol():
+    """The cheapest finite cell of each committed sample, rescored with bench/nb201_sota.py's protocol."""
+    require(CIFAR10_SAMPLE)
+    sota = load_bench_script("nb201_sota")
+    x, y = sota.load_batch(str(CIFAR10_SAMPLE), 128)
+    space = NB201Space()
+    for sample, names in ((0, sota.NEW), (1, sota.CLASSIC + sota.NEW)):
+        path = ROOT / sota.output_path(sample)
+        rows = list(csv.DictReader(path.open()))
+        assert set(int(r["index"]) for r in rows) <= set(sota.sample_cells(sample))  # the sample's own cells
+        if sample == 1:
+            assert not set(int(r["index"]) for r in rows) & set(sota.sample_cells(0))  # disjoint samples
+        finite = [r for r in rows if all(math.isfinite(float(r[n])) for n in names)]
+        row = min(finite, key=lambda r: (r["arch_str"].count("nor_conv_3x3"), r["arch_str"].count("nor_conv_1x1")))
+        index = int(row["index"])
+        torch.manual_seed(index)
+        net = space.build(index, num_classes=10, C=16, N=5).train()
+        values = sota.score_cell(net, x, y, index, names)
+        for name in names:  # same machine kind, same arithmetic; ZiCo/VKDNW follow float32 rounding closely
+            assert values[name] == pytest.approx(float(row[name]), rel=1e-4), (sample, index, name)

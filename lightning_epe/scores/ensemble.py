@@ -94,8 +94,9 @@ def ensemble_scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
     ``options`` are passed to the members that accept them (e.g. ``class_count`` to ``epe``). Each
     member is fed as its official code feeds it (:data:`OFFICIAL_PROTOCOLS`: MeCo one image, SWAP 16,
     AZ-NAS and VKDNW 64 samples of noise), updated by ``member_options[member]`` (e.g.
-    ``{"meco": {"samples": 64}}``). Members that read the same pass of the network share it
-    (``score_many``).
+    ``{"meco": {"samples": 64}}``); a network that cannot take a member's first rows (MeCo's single image
+    through a train-mode BatchNorm on 1x1 features, as timm models at 32x32) gets the whole batch for
+    that member. Members that read the same pass of the network share it (``score_many``).
     """
     from .fused import score_many  # the fused scorer imports the scores; they do not import the ensemble
 
@@ -107,4 +108,22 @@ def ensemble_scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
     per_member = {name: {**{k: v for k, v in options.items() if k in accepted[name]},
                          **member_protocol(name, len(inputs)), **(member_options or {}).get(name, {})}
                   for name in members}
-    return score_many(model, inputs, targets, members, {n: o for n, o in per_member.items() if o})
+    try:
+        return score_many(model, inputs, targets, members, {n: o for n, o in per_member.items() if o})
+    except ValueError:  # one member cannot take its official batch: find it, and feed it the whole batch
+        return {name: _member_alone(model, inputs, targets, name, per_member[name]) for name in members}
+
+
+def _member_alone(model, inputs, targets, name: str, options: dict) -> float:
+    """One member, with its protocol; a network that cannot take the protocol's first rows (MeCo's single
+    image through a train-mode BatchNorm on 1x1 features, common in timm models at 32x32) gets the whole
+    batch instead. A member that fails on the whole batch too raises."""
+    from .fused import score_many
+
+    try:
+        return score_many(model, inputs, targets, (name,), {name: options} if options else None)[name]
+    except ValueError:
+        if "samples" not in options:
+            raise
+    whole = {k: v for k, v in options.items() if k != "samples"}
+    return score_many(model, inputs, targets, (name,), {name: whole} if whole else None)[name]

@@ -104,3 +104,15 @@ def test_ensemble_members_are_fed_as_their_official_code_feeds_them():
     assert overridden["meco"] == get_score("meco")(net, x[:4])
     with pytest.raises(ValueError, match="not members"):
         ensemble_scores(net, x, y, members=("epe",), member_options={"meco": {}})
+
+
+def test_a_member_the_network_cannot_take_its_official_batch_gets_the_whole_batch():
+    from lightning_epe.spaces import TimmSpace
+
+    torch.manual_seed(0)
+    net = TimmSpace(["resnet10t"]).build("resnet10t", num_classes=4)  # 1x1 features through BatchNorm at 32x32
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 4
+    with pytest.raises(ValueError, match="pass a batch of B >= 2"):
+        get_score("meco")(net, x[:1])  # MeCo's official single image
+    got = ensemble_scores(net, x, y, members=("meco", "epe"))
+    assert got == {"meco": get_score("meco")(net, x), "epe": get_score("epe")(net, x, y)}

@@ -118,11 +118,12 @@ def selecting_output(output: OutputSelector) -> Iterator[None]:
         _OUTPUT.reset(token)
 
 
-def _describe(output) -> str:
+def describe_output(output) -> str:
+    """A model output in words, for error messages: its type, shapes and keys."""
     if isinstance(output, torch.Tensor):
         return f"a tensor of shape {tuple(output.shape)}"
     if isinstance(output, (tuple, list)):
-        inner = ", ".join(_describe(o) if isinstance(o, torch.Tensor) else type(o).__name__ for o in output[:4])
+        inner = ", ".join(describe_output(o) if isinstance(o, torch.Tensor) else type(o).__name__ for o in output[:4])
         return f"a {type(output).__name__} of {len(output)} ({inner}{', ...' if len(output) > 4 else ''})"
     if isinstance(output, Mapping):
         return f"a {type(output).__name__} with keys {list(output)[:6]}"
@@ -134,9 +135,10 @@ def _select(output, selector: OutputSelector):
         return selector(output)
     if isinstance(selector, int):
         if not isinstance(output, (tuple, list)):
-            raise TypeError(f"output={selector} indexes a tuple or list, but the model returned {_describe(output)}")
+            raise TypeError(f"output={selector} indexes a tuple or list, but the model returned "
+                            f"{describe_output(output)}")
         if not -len(output) <= selector < len(output):
-            raise IndexError(f"output={selector} is out of range: the model returned {_describe(output)}")
+            raise IndexError(f"output={selector} is out of range: the model returned {describe_output(output)}")
         return output[selector]
     value = output
     for part in selector.split("."):
@@ -145,8 +147,8 @@ def _select(output, selector: OutputSelector):
         elif hasattr(value, part):
             value = getattr(value, part)
         else:
-            raise TypeError(f"output={selector!r}: the model returned {_describe(output)}, which has no attribute or "
-                            f"key {part!r}")
+            raise TypeError(f"output={selector!r}: the model returned {describe_output(output)}, which has no "
+                            f"attribute or key {part!r}")
     return value
 
 
@@ -159,15 +161,15 @@ def _default_logits(output):
     if isinstance(output, Mapping):
         if "logits" in output:
             return output["logits"]
-        raise TypeError(f"the model returned {_describe(output)} without a 'logits' key: which is the logits? "
+        raise TypeError(f"the model returned {describe_output(output)} without a 'logits' key: which is the logits? "
                         + HOW_TO_CHOOSE)
     if isinstance(getattr(output, "logits", None), torch.Tensor):
         return output.logits
     if isinstance(output, (tuple, list)):
         if len(output) in (1, 2):
             return output[-1]
-        raise TypeError(f"the model returned {_describe(output)}: which element is the logits is ambiguous (only a "
-                        "1-tuple or a (features, logits) pair is read by default); " + HOW_TO_CHOOSE)
+        raise TypeError(f"the model returned {describe_output(output)}: which element is the logits is ambiguous "
+                        "(only a 1-tuple or a (features, logits) pair is read by default); " + HOW_TO_CHOOSE)
     return output
 
 
@@ -183,7 +185,7 @@ def logits_of(output, select=_UNSET) -> torch.Tensor:
     logits = _default_logits(output) if selector is None else _select(output, selector)
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"the model must return logits (a tensor of shape (B, classes)), or a tuple or object "
-                        f"holding them; got {_describe(logits)}" + ("" if selector is None else
+                        f"holding them; got {describe_output(logits)}" + ("" if selector is None else
                                                                     f" from output={selector!r}"))
     if logits.dim() != 2:
         raise ValueError(f"the model's output must be logits of shape (B, classes), got shape {tuple(logits.shape)}"

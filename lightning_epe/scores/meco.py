@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from ._isolation import scoring_context
-from ._validation import check_inputs_shape, logits_of, model_device, prepare_inputs
+from ._validation import check_inputs_shape, describe_output, logits_of, model_device, prepare_inputs
 from .registry import register_score
 
 __all__ = ["meco_score", "meco_from_features", "meco_features", "MecoFeatures", "nb201_meco_multiplicity"]
@@ -211,7 +211,7 @@ class MecoFeatures:
 
     def _official_entry(self, name: str, module: nn.Module, output) -> torch.Tensor:
         """The official hook's ``fea = data_output[0]`` (a copy), failing where the official code fails."""
-        where = f"meco(mode='official'): module {name or '<root>'!r} returned {_describe(output)}"
+        where = f"meco(mode='official'): module {name or '<root>'!r} returned {describe_output(output)}"
         if self.counts is not None and module is self.root:
             output = logits_of(output)  # nasbench2's root returns the logits
         if isinstance(output, torch.Tensor):
@@ -276,15 +276,6 @@ class MecoFeatures:
             else:
                 self.features.extend(self._clean_entries(output))
         return record
-
-
-def _describe(output) -> str:
-    if isinstance(output, torch.Tensor):
-        return f"a tensor of shape {tuple(output.shape)}"
-    if isinstance(output, (tuple, list)):
-        inner = ", ".join(_describe(o) if isinstance(o, torch.Tensor) else type(o).__name__ for o in output[:3])
-        return f"a {type(output).__name__} ({inner})"
-    return type(output).__name__
 
 
 @contextlib.contextmanager

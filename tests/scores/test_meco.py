@@ -238,7 +238,7 @@ def test_official_mode_literal_output_rules():
         def forward(self, t):
             return {"logits": t.mean((2, 3))}
 
-    with pytest.raises(ValueError, match="returned dict"):
+    with pytest.raises(ValueError, match="returned a dict with keys"):
         meco_score(Dict(), torch.randn(2, 3, 6, 6), mode="official")
 
 

@@ -1,7 +1,8 @@
 """Search over candidate spaces: strategies, the results store and the ArchitectureSearch loop."""
+from .lock import ResultsDirectoryBusy
 from .loop import SearchLoop, SearchResult
 from .search import ArchitectureSearch
-from .store import ConfigMismatchError, MemoryStore, ResultsDirectoryBusy, ResultsStore
+from .store import ConfigMismatchError, MemoryStore, ResultsStore
 from .strategies import (
                          ExhaustiveSearch,
                          RandomSearch,

@@ -18,22 +18,21 @@ moved to ``previous/N/`` and the search starts a fresh ``scores.jsonl``.
 """
 from __future__ import annotations
 
-import datetime
 import errno
 import hashlib
 import json
 import math
 import numbers
 import os
-import socket
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
+from .lock import DirectoryLock
+
 SCORES = "scores.jsonl"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
-LOCK = "lock"
 PREVIOUS = "previous"
 MOVED_BY_FORCE = (SCORES, CONFIG, SUMMARY, "config.yaml")  # scores first: see ResultsStore._archive
 
@@ -46,10 +45,6 @@ SCORING_KEYS = ("space", "score", "score_options", "output", "batch_policy", "ba
 
 class ConfigMismatchError(RuntimeError):
     """An existing results directory was written by a different configuration."""
-
-
-class ResultsDirectoryBusy(RuntimeError):
-    """Another live process holds the lock of a results directory."""
 
 
 def _json_safe(value: float | None) -> float | None:
@@ -188,116 +183,6 @@ def upgrade_config(config: dict) -> dict:
     options = {"population": config.pop("population"), "sample_size": config.pop("sample_size", None)}
     config["strategy_options"] = options if config.get("strategy") == "evolution" else {}
     return config
-
-
-class DirectoryLock:
-    """An exclusive lock on a results directory: the file ``lock`` holds the holder's pid and host.
-
-    Taken with ``fcntl.flock`` (the kernel releases it when the holder dies, however it dies, so a
-    lock file left by a killed process is stale and simply taken over); where ``fcntl`` is missing
-    (Windows), the file is created exclusively and a holder on this host that no longer runs is
-    taken over. The file is removed when the lock is released.
-    """
-
-    def __init__(self, directory: Path):
-        self.directory = Path(directory)
-        self.path = self.directory / LOCK
-        self._fd: int | None = None
-        self.taken_over: dict | None = None  # the holder a stale lock file named
-
-    @staticmethod
-    def holder() -> dict:
-        return {"pid": os.getpid(), "host": socket.gethostname(),
-                "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
-
-    def _read(self, fd: int | None = None) -> dict | None:
-        try:
-            if fd is not None:
-                os.lseek(fd, 0, os.SEEK_SET)
-                text = os.read(fd, 4096).decode("utf-8", "replace")
-            else:
-                text = self.path.read_text(errors="replace")
-            data = json.loads(text) if text.strip() else None
-            return data if isinstance(data, dict) else None
-        except (OSError, ValueError):
-            return None
-
-    def _busy(self, holder: dict | None) -> ResultsDirectoryBusy:
-        who = ("another process" if holder is None else
-               f"pid {holder.get('pid')} on host {holder.get('host')} since {holder.get('since')}")
-        return ResultsDirectoryBusy(
-            f"results directory {str(self.directory)!r} is in use by another search ({who}; lock file "
-            f"{self.path}). Two writers would score every trial twice: wait for it to finish (then run the "
-            "same command to resume), or choose another results directory (results_dir=, --results_dir)."
-        )
-
-    def acquire(self) -> None:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover (Windows)
-            return self._acquire_exclusive_create()
-        for _ in range(100):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
-                holder = self._read(fd)
-                os.close(fd)
-                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise self._busy(holder) from None
-                raise
-            try:  # the previous holder may have removed the file between our open and our flock
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if not same:
-                os.close(fd)
-                continue
-            self.taken_over = self._read(fd)  # left by a process that died holding it
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, (json.dumps(self.holder()) + "\n").encode())
-            os.fsync(fd)
-            self._fd = fd
-            return None
-        raise self._busy(self._read())  # pragma: no cover (the file kept being replaced)
-
-    def _acquire_exclusive_create(self) -> None:  # pragma: no cover (Windows)
-        for _ in range(100):
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                holder = self._read()
-                if holder and holder.get("host") == socket.gethostname() and not _alive(holder.get("pid")):
-                    self.taken_over = holder
-                    self.path.unlink(missing_ok=True)
-                    continue
-                raise self._busy(holder) from None
-            os.write(fd, (json.dumps(self.holder()) + "\n").encode())
-            self._fd = fd
-            return
-        raise self._busy(self._read())
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        try:
-            self.path.unlink(missing_ok=True)  # still holding it: nobody else can hold this file now
-        finally:
-            os.close(self._fd)
-            self._fd = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-
-def _alive(pid) -> bool:  # pragma: no cover (Windows fallback)
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, TypeError, ValueError):
-        return False
-    return True
 
 
 class ResultsStore(MemoryStore):

@@ -27,6 +27,7 @@ from lightning_epe import CandidateModule, EPEScore, selecting_output
 from lightning_epe.cli import main
 from lightning_epe.scores import epe_score
 from lightning_epe.search import ArchitectureSearch, ConfigMismatchError, ResultsDirectoryBusy
+from lightning_epe.search import lock as lock_module
 from lightning_epe.search import store as store_module
 from lightning_epe.spaces import NB201Space
 from lightning_epe.spaces.base import CandidateSpace
@@ -567,11 +568,11 @@ def test_force_keeps_records_scored_the_same_way_and_moves_the_others(tmp_path):
 
 
 def lock_holder(directory) -> subprocess.Popen:
-    """Another process holding the directory's lock (store.py alone: it needs nothing but the stdlib)."""
+    """Another process holding the directory's lock (lock.py alone: it needs nothing but the stdlib)."""
     code = ("import importlib.util, sys, time\n"
-            f"spec = importlib.util.spec_from_file_location('store', {str(Path(store_module.__file__))!r})\n"
-            "store = importlib.util.module_from_spec(spec); spec.loader.exec_module(store)\n"
-            f"store.DirectoryLock(store.Path({str(directory)!r})).acquire()\n"
+            f"spec = importlib.util.spec_from_file_location('lock', {str(Path(lock_module.__file__))!r})\n"
+            "lock = importlib.util.module_from_spec(spec); spec.loader.exec_module(lock)\n"
+            f"lock.DirectoryLock(lock.Path({str(directory)!r})).acquire()\n"
             "print('locked', flush=True); time.sleep(600)\n")
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "locked"

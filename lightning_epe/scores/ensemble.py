@@ -18,8 +18,8 @@ from torch import nn
 
 from .registry import get_score, register_score, score_info
 
-#: The best combination measured on NAS-Bench-201 / CIFAR-10: chosen on one sample of cells, Kendall tau 0.764
-#: (rho 0.926) with CIFAR-10 valid accuracy on a second one, at ~1.9x the cost of EPE alone
+#: The best combination measured on NAS-Bench-201 / CIFAR-10: chosen on one sample of cells, Kendall tau 0.768
+#: (rho 0.931) with CIFAR-10 valid accuracy on a second one, at 2.06x the cost of EPE alone
 #: (docs/benchmarks/README.md, bench/nb201_sota.py).
 DEFAULT_MEMBERS: tuple[str, ...] = ("epe", "synflow", "meco", "az_expressivity", "az_trainability")
 

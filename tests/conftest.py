@@ -10,6 +10,7 @@ from pathlib import Path
 # oversubscription on shared machines); subprocesses started by tests inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import lightning.pytorch  # noqa: F401  (its log handler binds sys.stderr at import: before any test captures it)
 import numpy as np
 import pytest
 import torch

@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -289,3 +290,20 @@ def test_the_timm_recipe_ships_num_workers_a_two_core_machine_has():
     recipe = yaml.safe_load((ROOT / "recipes/timm_cifar10.yaml").read_text())
     assert recipe["data"]["init_args"]["num_workers"] <= 2
     assert recipe["trainer"]["deterministic"] in (True, "warn")
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_command_waits_passively_unless_the_user_chose(given, expected):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = ("import os, sys\n"
+            "from lightning_epe import cli\n"
+            "cli.use_passive_openmp_waiting()\n"
+            "assert 'torch' not in sys.modules  # the policy is read when torch loads OpenMP\n"
+            "print(os.environ['OMP_WAIT_POLICY'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
+    assert "OMP_WAIT_POLICY" in subprocess.run([sys.executable, "-m", "lightning_epe.cli", "--help"],
+                                               capture_output=True, text=True).stdout

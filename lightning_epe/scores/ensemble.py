@@ -108,22 +108,26 @@ def ensemble_scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
     per_member = {name: {**{k: v for k, v in options.items() if k in accepted[name]},
                          **member_protocol(name, len(inputs)), **(member_options or {}).get(name, {})}
                   for name in members}
+    options_of = {n: o for n, o in per_member.items() if o}
+    sliced = [n for n in members if "samples" in per_member[n]]  # fed the first rows of the batch
+    whole = [n for n in members if n not in sliced]
+    values = score_many(model, inputs, targets, whole, {n: options_of[n] for n in whole if n in options_of})
     try:
-        return score_many(model, inputs, targets, members, {n: o for n, o in per_member.items() if o})
-    except ValueError:  # one member cannot take its official batch: find it, and feed it the whole batch
-        return {name: _member_alone(model, inputs, targets, name, per_member[name]) for name in members}
+        values.update(score_many(model, inputs, targets, sliced, {n: options_of[n] for n in sliced}))
+    except ValueError:  # one of them cannot take its first rows: each alone, the failing one on the whole batch
+        values.update({name: _sliced_member(model, inputs, targets, name, per_member[name]) for name in sliced})
+    return {name: values[name] for name in members}
 
 
-def _member_alone(model, inputs, targets, name: str, options: dict) -> float:
-    """One member, with its protocol; a network that cannot take the protocol's first rows (MeCo's single
-    image through a train-mode BatchNorm on 1x1 features, common in timm models at 32x32) gets the whole
-    batch instead. A member that fails on the whole batch too raises."""
+def _sliced_member(model, inputs, targets, name: str, options: dict) -> float:
+    """A member fed the protocol's first rows; a network that cannot take them (MeCo's single image through
+    a train-mode BatchNorm on 1x1 features, common in timm models at 32x32) gets the whole batch instead.
+    A member that fails on the whole batch too raises."""
     from .fused import score_many
 
     try:
-        return score_many(model, inputs, targets, (name,), {name: options} if options else None)[name]
+        return score_many(model, inputs, targets, (name,), {name: options})[name]
     except ValueError:
-        if "samples" not in options:
-            raise
+        pass
     whole = {k: v for k, v in options.items() if k != "samples"}
     return score_many(model, inputs, targets, (name,), {name: whole} if whole else None)[name]

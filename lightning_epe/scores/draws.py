@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._seeding import seeded
 from .ensemble import average_ranks
 from .registry import score_info
 
@@ -133,23 +134,6 @@ def draw_seed(seed: int, init: int) -> int:
     if init == 0:
         return int(seed)
     return int(np.random.SeedSequence([int(seed), int(init)]).generate_state(1, np.uint64)[0] >> 1)
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
-    """Seed the RNG a network is initialised from; every global RNG state is restored on exit.
-
-    On CPU only the CPU generator is seeded (``torch.manual_seed`` would also queue a seed for
-    every CUDA device, which ``fork_rng`` would not undo); on CUDA all devices are forked.
-    """
-    if torch.device(device).type == "cuda":
-        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
-            torch.manual_seed(seed)
-            yield
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(seed)
-            yield
 
 
 def score_draws(build: Callable[[], nn.Module] | None, batches: Sequence[Batch] | Callable[[int], Batch],

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Hashable
 
 import torch
 
+from ..spaces.base import Builder
 from .batches import ScoringBatches
 from .distributed import Workers
 from .loggers import SearchLogging, as_loggers
@@ -49,6 +50,7 @@ class SearchLoop:
         self.best: dict | None = None
         self.done = False
         self.store: MemoryStore | None = None
+        self.builder: Builder | None = None
         self.logging = SearchLogging([])
 
     def run(self) -> SearchResult:
@@ -67,6 +69,8 @@ class SearchLoop:
                               "run the same command again to resume.")
             raise
         finally:
+            if self.builder is not None:
+                self.builder.close()
             if self.store is not None:
                 self.store.close()  # the directory's lock
 
@@ -87,7 +91,8 @@ class SearchLoop:
         self.workers.prepare_data(datamodule)
         self.batches = ScoringBatches(datamodule, search.batch_size, search.batch_policy, search.seed,
                                       self.workers.device, num_classes=self.num_classes)
-        self.build_options = search.build_options_for(datamodule)
+        self.builder = search.space.builder(self.workers.device, self.num_classes,
+                                            **search.build_options_for(datamodule))
         if self.store.plan == "continue":
             self.store.keep_records(self._replays())
             self.strategy = make_strategy(search.search_strategy, search.space, search.budget, search.seed)  # afresh
@@ -111,8 +116,7 @@ class SearchLoop:
             return
         rank, world = self.workers.rank, self.workers.world_size
         mine = [self._stored(trial, candidate)
-                or self.search.score_candidate(candidate, trial, self.batches, self.num_classes,
-                                               self.workers.device, self.build_options)
+                or self.search.score_candidate(candidate, trial, self.batches, self.builder)
                 for trial, candidate in self.round[rank::world]]
         self.gathered = sorted(self.workers.gather(mine), key=lambda r: r["trial"])
 

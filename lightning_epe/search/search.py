@@ -21,6 +21,7 @@ from ..scores._validation import (
 )
 from ..scores.draws import Draws, rank_draws, score_draws
 from ..spaces import CandidateSpace, NB201Space
+from ..spaces.base import Builder
 from ._checks import MAX_SEED, check_int
 from .batches import ScoringBatches
 from .loggers import as_loggers
@@ -179,9 +180,9 @@ class ArchitectureSearch:
     def candidate_seed(self, trial: int) -> int:
         return self.seed * 1_000_003 + trial
 
-    def score_candidate(self, candidate: Hashable, trial: int, batches: ScoringBatches, num_classes: int,
-                        device: torch.device, build_options: dict) -> dict:
-        """Build and score one candidate; failures are recorded, never raised."""
+    def score_candidate(self, candidate: Hashable, trial: int, batches: ScoringBatches, builder: Builder) -> dict:
+        """Build (``builder``: the space's, see ``CandidateSpace.builder``) and score one candidate; failures
+        are recorded, never raised."""
         record = {"trial": trial, "candidate": candidate, "arch": self.describe(candidate),
                   "seed": self.candidate_seed(trial), "score": None, "error": None}
         start = time.perf_counter()
@@ -190,14 +191,15 @@ class ArchitectureSearch:
         out_of_memory = False
         built: list[torch.nn.Module] = []
 
-        def build() -> torch.nn.Module:
-            built.append(self.space.build(candidate, num_classes=num_classes, **build_options))
+        def build() -> torch.nn.Module:  # the initialisations after the first (draws over inits), seeded by score_draws
+            built.append(self.space.build(candidate, num_classes=builder.num_classes, **builder.options))
             return built[-1]
 
         try:
+            built.append(builder.build(candidate, record["seed"]))
             with selecting_output(self.output):
                 values = score_draws(build, draw_batches, self.draws, score=self.score_name, seed=record["seed"],
-                                     device=device, **self.score_options)
+                                     model=built[0], device=builder.device, **self.score_options)
             if self.draws.k > 1 or self.draws.relative:
                 record["draws"] = [_finite_values(v) for v in values]
             if self.score_info.relative:  # member scores; the ensemble value is a rank among candidates
@@ -206,16 +208,16 @@ class ArchitectureSearch:
                 record["score"] = _finite(self.draws.combine_values(values))
                 if record["score"] is None:
                     record["reason"] = nan_reason(self.score_name, self.score_options, draw_batches[0][1],
-                                                  num_classes, self.draws.k)
+                                                  builder.num_classes, self.draws.k)
         except Exception as err:  # a failing candidate is recorded and the search goes on
             record["error"] = f"{type(err).__name__}: {err}"
-            record["context"] = explain_error(err, built[-1] if built else None, draw_batches[0][0],
+            record["context"] = explain_error(err, built[-1] if built else builder.network, draw_batches[0][0],
                                               self.score_name, where=f"candidate {record['arch']}")
             err.add_note(record["context"])
             record["traceback"] = traceback.format_exc(limit=-3)  # the innermost frames: where it failed
             out_of_memory = isinstance(err, torch.OutOfMemoryError)
         built.clear()  # (the network can be freed before the next candidate)
-        if out_of_memory and device.type == "cuda":
+        if out_of_memory and builder.device.type == "cuda":
             torch.cuda.empty_cache()
         record["seconds"] = round(time.perf_counter() - start, 4)
         return record

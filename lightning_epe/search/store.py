@@ -3,13 +3,17 @@
 Layout of a results directory::
 
     config.json     the effective configuration of the run (resume refuses a different one)
-    scores.jsonl    one JSON record per scored candidate, appended and flushed one by one
+    scores.jsonl    one JSON record per scored candidate, appended one by one
     summary.json    the best candidate, counts, timings; test metrics after training
     lock            while a search writes: its pid and host (one writer per directory)
     previous/N/     the files of an earlier configuration, moved aside by ``force=True``
 
-A process killed while appending leaves at most one torn last line: it is cut off on the next
-open, never fatal. Files other than ``scores.jsonl`` are replaced atomically (write + rename).
+Each record reaches the operating system before the next candidate starts, so a process killed at
+any moment loses at most the candidate in progress; ``scores.jsonl`` is fsynced at most
+:data:`SYNC_SECONDS` after a record and when the search ends, so a power loss or an operating-system
+crash loses at most that long's records (an fsync per record cost 0.4 ms, a sixth of an NB201
+candidate's build). A process killed while appending leaves at most one torn last line: it is cut off on the
+next open, never fatal. Files other than ``scores.jsonl`` are replaced atomically (write + rename).
 
 Every record carries the ``config_id`` of the configuration that scored it (a hash of what
 determines its value: :data:`SCORING_KEYS`), so a directory never mixes records of two
@@ -24,12 +28,14 @@ import json
 import math
 import numbers
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
 from .lock import DirectoryLock
 
+SYNC_SECONDS = 1.0  # the longest a record waits for its fsync (0: every record)
 SCORES = "scores.jsonl"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
@@ -95,6 +101,13 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
         raise OSError(err.errno, f"could not write {path}: {_why(err)}; the previous version of the file "
                                  "is intact") from err
+
+
+def _write_all(file, data: bytes) -> None:
+    """All of ``data`` to an unbuffered file (one raw write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[file.write(view):]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -210,6 +223,9 @@ class ResultsStore(MemoryStore):
         self._archive_reason = ""
         self._rewrite_config = True
         self.fresh_summary = False
+        self._file = None  # scores.jsonl, open for appending from the first record to close()
+        self._size = 0  # its length after the last whole record
+        self._synced = 0.0
         if writer:
             self._check_writable()
             self.lock.acquire()
@@ -224,8 +240,11 @@ class ResultsStore(MemoryStore):
             raise
 
     def close(self) -> None:
-        """Release the directory's lock (idempotent)."""
-        self.lock.release()
+        """fsync and close ``scores.jsonl``, release the directory's lock (idempotent)."""
+        try:
+            self._close_file()
+        finally:
+            self.lock.release()
 
     def __del__(self):
         try:
@@ -401,7 +420,9 @@ class ResultsStore(MemoryStore):
 
     # ---------------------------------------------------------------------------------- records
     def append(self, record: dict) -> None:
-        """Append one record (one line, flushed and fsynced).
+        """Append one record: one line, written through to the operating system before this returns
+        (a process killed afterwards loses nothing) and fsynced at most :data:`SYNC_SECONDS` later (a
+        machine that loses power loses at most that long's records), and at :meth:`close`.
 
         If the write fails (disk full, I/O error), the partial line is cut off again, so the file
         holds exactly the records written before, and an ``OSError`` says what happened and how
@@ -412,23 +433,45 @@ class ResultsStore(MemoryStore):
         record = dict(record, score=_json_safe(record.get("score")))
         if self.writer:
             line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode()
-            size = self.path.stat().st_size if self.path.exists() else 0
             try:
-                with open(self.path, "ab") as f:
-                    f.write(line)
-                    f.flush()
-                    os.fsync(f.fileno())
-            except OSError as err:
+                if self._file is None:  # (opened at the first record: commit may have moved the old file aside)
+                    self._file = open(self.path, "ab", buffering=0)
+                    self._size = self._file.seek(0, os.SEEK_END)
+                    self._synced = time.monotonic()
                 try:
-                    os.truncate(self.path, size)  # shrinking needs no space
+                    _write_all(self._file, line)
+                    self._size += len(line)
+                    if time.monotonic() - self._synced >= SYNC_SECONDS:
+                        self.sync()
                 except OSError:
-                    pass  # a torn last line is cut off on the next start anyway
+                    self._close_file(sync=False)
+                    try:
+                        os.truncate(self.path, self._size)  # shrinking needs no space
+                    except OSError:
+                        pass  # a torn last line is cut off on the next start anyway
+                    raise
+            except OSError as err:
                 raise OSError(
                     err.errno, f"could not append trial {record.get('trial')} to {self.path}: {_why(err)}. "
                     f"The {len(self.records)} records already there are intact; free space (or fix the "
                     "directory) and run the same command again to resume."
                 ) from err
         super().append(record)
+
+    def sync(self) -> None:
+        """fsync ``scores.jsonl``: the records appended so far survive a power loss."""
+        if self._file is not None:
+            os.fsync(self._file.fileno())
+            self._synced = time.monotonic()
+
+    def _close_file(self, sync: bool = True) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                if sync:
+                    os.fsync(file.fileno())
+            finally:
+                file.close()
 
     def write_summary(self, summary: dict) -> None:
         write_json_atomic(self.directory / SUMMARY, summary)

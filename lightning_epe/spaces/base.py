@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from typing import Hashable, Iterator, Sequence
 
+import torch
 from torch import nn
+
+from .._seeding import seeded
 
 
 class CandidateSpace:
@@ -32,6 +35,36 @@ class CandidateSpace:
 
     def __iter__(self) -> Iterator[Hashable]:
         raise TypeError(f"{type(self).__name__} cannot be enumerated; use a sampling strategy")
+
+    def builder(self, device: torch.device | str = "cpu", num_classes: int = 10, **options) -> "Builder":
+        """What a search makes its candidates' networks with: ``builder.build(candidate, seed)`` is the
+        network of ``torch.manual_seed(seed); space.build(candidate, num_classes, **options)`` on
+        ``device``. This one builds each anew; a space may return a faster one that gives the same
+        networks bit for bit (NB201: :class:`~lightning_epe.spaces.nb201_builder.NB201Builder`)."""
+        return Builder(self, device, num_classes, **options)
+
+
+class Builder:
+    """Builds each candidate anew: ``space.build`` under the candidate's seed, then moved to ``device``.
+
+    The global RNG is left as it was (``seeded``). ``network`` is the last network built (also when
+    moving it failed: errors name it); ``close()`` frees what the builder holds.
+    """
+
+    def __init__(self, space: CandidateSpace, device: torch.device | str = "cpu", num_classes: int = 10,
+                 **options):
+        self.space, self.device = space, torch.device(device)
+        self.num_classes, self.options = num_classes, options
+        self.network: nn.Module | None = None
+
+    def build(self, candidate: Hashable, seed: int) -> nn.Module:
+        self.network = None  # (the previous one can be freed first)
+        with seeded(seed, self.device):
+            self.network = self.space.build(candidate, num_classes=self.num_classes, **self.options)
+        return self.network.to(self.device)
+
+    def close(self) -> None:
+        self.network = None
 
 
 def sample_indices(size: int, n: int, seed: int | None, replace: bool) -> Sequence[int]:

@@ -9,7 +9,8 @@ from importlib import resources
 import numpy as np
 from torch import nn
 
-from .base import CandidateSpace, sample_indices
+from .base import Builder, CandidateSpace, sample_indices
+from .nb201_builder import NB201Builder
 from .nb201_ops import TinyNetwork
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -173,13 +174,33 @@ class NB201Space(CandidateSpace):
     def __iter__(self):
         return iter(range(SPACE_SIZE))
 
+    def ops(self, arch_or_index: str | int) -> tuple[str, ...]:
+        """The op of each of the 6 edges, in arch-string order."""
+        return tuple(op for node in code_arch(int(self._codes[self.parse(arch_or_index)])) for op in node)
+
+    @staticmethod
+    def check_sizes(**sizes) -> dict[str, int]:
+        """``num_classes``, ``C``, ``N``, ``in_channels`` as ints (numpy integers accepted); a ``ValueError``
+        names one that is not a positive int."""
+        for label, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{label} must be a positive int, got {value!r}")
+        return {label: int(value) for label, value in sizes.items()}
+
     def build(self, arch_or_index: str | int, num_classes: int = 10, C: int = 16, N: int = 5,
               in_channels: int = 3) -> nn.Module:
         """The NB201 network of a cell, with AutoDL ``TinyNetwork``'s module names and init order."""
         nodes = code_arch(int(self._codes[self.parse(arch_or_index)]))
-        sizes = {}
-        for label, value in (("num_classes", num_classes), ("C", C), ("N", N), ("in_channels", in_channels)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{label} must be a positive int, got {value!r}")
-            sizes[label] = int(value)  # numpy integers accepted, as index()
-        return TinyNetwork(nodes, **sizes)
+        return TinyNetwork(nodes, **self.check_sizes(num_classes=num_classes, C=C, N=N, in_channels=in_channels))
+
+    def builder(self, device="cpu", num_classes: int = 10, **options) -> Builder:
+        """A builder that rewires and re-initialises one network per candidate: the networks of
+        ``build`` bit for bit, several times faster (:class:`~lightning_epe.spaces.nb201_builder.NB201Builder`).
+        A subclass with a ``build`` of its own, or options ``build`` refuses, get the plain builder (``build``
+        for every candidate)."""
+        if type(self).build is NB201Space.build:
+            try:
+                return NB201Builder(self, device, num_classes, **options)
+            except (TypeError, ValueError):
+                pass  # bad options: every candidate fails with build's own error, recorded as a search records it
+        return super().builder(device, num_classes, **options)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_epe import CandidateModule, EPEScore, selecting_output
 from lightning_epe.cli import main
 from lightning_epe.scores import epe_score
-from lightning_epe.search import ArchitectureSearch, ConfigMismatchError, ResultsDirectoryBusy
+from lightning_epe.search import ArchitectureSearch, ConfigMismatchError, ResultsDirectoryBusy, ResultsStore
 from lightning_epe.search import lock as lock_module
 from lightning_epe.search import store as store_module
 from lightning_epe.spaces import NB201Space
@@ -256,27 +256,31 @@ def test_cli_changed_config_is_refused_and_leaves_the_directory_alone(capsys, tm
 
 
 class DiskFullOnAppend:
-    """``open`` for store.py: the ``fail_at``-th append writes half its line, then ENOSPC."""
+    """``open`` for store.py: the ``fail_at``-th line appended (to any file opened for appending) writes
+    half of itself, then ENOSPC."""
 
     def __init__(self, fail_at: int):
         self.appends, self.fail_at = 0, fail_at
 
     def __call__(self, path, mode="r", *args, **kwargs):
         f = open(path, mode, *args, **kwargs)
-        if "a" not in mode:
-            return f
-        self.appends += 1
-        if self.appends != self.fail_at:
-            return f
-        write = f.write
+        return _FillingFile(f, self) if "a" in mode else f
 
-        def half_then_enospc(data):
-            write(data[: len(data) // 2])
-            f.flush()
+
+class _FillingFile:
+    def __init__(self, file, disk: DiskFullOnAppend):
+        self._file, self._disk = file, disk
+
+    def write(self, data):
+        self._disk.appends += 1
+        if self._disk.appends == self._disk.fail_at:
+            self._file.write(data[: len(data) // 2])
+            self._file.flush()
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self._file.write(data)
 
-        f.write = half_then_enospc
-        return f
+    def __getattr__(self, name):
+        return getattr(self._file, name)
 
 
 @pytest.mark.parametrize("truncate_fails", [False, True])
@@ -304,6 +308,26 @@ def test_disk_full_is_a_clear_error_and_damages_nothing(truncate_fails, tmp_path
     assert (tmp_path / "config.json").read_text() == config
     full = ArchitectureSearch(**dict(options, results_dir=None)).run(BadData())
     assert [r["score"] for r in resumed.records] == [r["score"] for r in full.records]
+
+
+@pytest.mark.parametrize("sync_seconds, fsyncs_while_appending", [(0.0, 5), (3600.0, 0)])
+def test_each_record_reaches_the_file_at_once_and_fsyncs_are_batched(sync_seconds, fsyncs_while_appending,
+                                                                   tmp_path, monkeypatch):
+    """A record is in the file (the operating system's) when append returns: a process killed then loses
+    nothing. fsync: every record with SYNC_SECONDS 0, else at most SYNC_SECONDS later, and at close."""
+    monkeypatch.setattr(store_module, "SYNC_SECONDS", sync_seconds)
+    fsyncs = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(store_module.os, "fsync", lambda fd: fsyncs.append(fd) or real_fsync(fd))
+    store = ResultsStore(tmp_path)
+    fsyncs.clear()  # (the lock's)
+    for trial in range(5):
+        store.append({"trial": trial, "candidate": trial, "score": 1.0 * trial, "error": None})
+        assert [r["trial"] for r in records_of(tmp_path)] == list(range(trial + 1))
+    assert len(fsyncs) == fsyncs_while_appending
+    store.close()
+    assert len(fsyncs) == fsyncs_while_appending + 1
+    assert [r["score"] for r in records_of(tmp_path)] == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 def records_of_prefix(data: str) -> list[dict]:

@@ -450,3 +450,19 @@ def test_the_leaderboard_goes_to_loggers_with_tables_as_wandb_and_mlflow_take_th
     run_id, table, artifact = mlflow_like.experiment.logged
     assert (run_id, artifact) == ("run-1", "search_leaderboard.json") and table["trial"][0] == result.best["trial"]
     assert [step for step, _ in mlflow_like.metrics] == list(range(6)) and not mlflow_like.tables
+
+
+@pytest.mark.parametrize("options", [
+    dict(score="epe", budget=12),
+    dict(score="ensemble", budget=6, score_options={"members": ["epe", "synflow", "naswot"]}),
+    dict(score="epe", budget=5, draws={"k": 3, "over": "both"}),
+    dict(score="epe", budget=10, search_strategy=EVOLUTION_4_2, batch_policy="fresh"),
+], ids=["epe", "ensemble", "draws_over_inits", "evolution"])
+def test_the_fast_nb201_builder_gives_the_records_of_plain_builds(options, tiny_data, monkeypatch):
+    """One network rewired per candidate (NB201Builder) vs every candidate built anew: the same records."""
+    fast = search(build_options={"C": 4, "N": 1}, **options).run(tiny_data)
+    monkeypatch.setattr(NB201Space, "builder", CandidateSpace.builder)
+    plain = search(build_options={"C": 4, "N": 1}, **options).run(tiny_data)
+    keys = ("trial", "candidate", "seed", "score", "scores", "draws", "error")
+    assert [{k: r.get(k) for k in keys} for r in fast.records] == [{k: r.get(k) for k in keys} for r in plain.records]
+    assert any(r["score"] is not None for r in fast.records)

@@ -12,7 +12,8 @@ of cells, ``tests/spaces/test_nb201_builder.py``), and the global RNG is left al
 The network handed out belongs to the builder: it is valid until the next ``build``. A score may
 change its values, modes and gradients (they are reset); one that leaves hooks on it, replaces its
 modules, parameters or buffers, or moves it (``.to``, ``.half()``) is noticed at the next ``build``,
-and the builder starts over with a new network (as slow as a plain build, once).
+and the builder starts over with a new network (as slow as a plain build, once); so does a change of
+``torch.get_default_dtype()``, which a fresh build would follow.
 """
 from __future__ import annotations
 
@@ -127,6 +128,7 @@ class NB201Builder(Builder):
         with torch.random.fork_rng(devices=[]):  # its own draws are replaced for every candidate
             network = TinyNetwork(_PLACEHOLDER, num_classes=self.num_classes, **self.options)
         self.network = net = network.to(self.device)
+        self.dtype = torch.get_default_dtype()
         self.cells = [cell for cell in net.cells if isinstance(cell, InferCell)]
         self.pool: dict[tuple[int, int, str], _Part] = {}
         self.ops: tuple[str, ...] | None = None  # the ops in place
@@ -143,8 +145,8 @@ class NB201Builder(Builder):
 
     def build(self, candidate: Hashable, seed: int) -> nn.Module:
         ops = self.space.ops(candidate)
-        if self.network is None or not self.snapshot.intact():  # (closed; changed by a score)
-            self._start()
+        if self.network is None or self.dtype != torch.get_default_dtype() or not self.snapshot.intact():
+            self._start()  # (closed; a fresh build would now be of another dtype; changed by a score)
         parts = self._rewire(ops)
         draws = [d for part in parts for d in part.draws]
         with torch.no_grad():
@@ -202,7 +204,7 @@ class NB201Builder(Builder):
 
     def _staged_draws(self, draws: list[tuple[torch.Tensor, float]], seed: int) -> torch.Tensor:
         """The draws into one flat CPU tensor, in order (pinned for a CUDA device: its copy does not wait)."""
-        staged = torch.empty(sum(t.numel() for t, _ in draws), pin_memory=self.device.type == "cuda")
+        staged = torch.empty(sum(t.numel() for t, _ in draws), dtype=self.dtype, pin_memory=self.device.type == "cuda")
         generator = self.generator.manual_seed(seed)
         for chunk, (_, bound) in zip(staged.split([t.numel() for t, _ in draws]), draws):
             chunk.uniform_(-bound, bound, generator=generator)

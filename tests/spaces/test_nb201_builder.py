@@ -116,6 +116,22 @@ def test_a_network_changed_beyond_its_values_is_built_anew(change):
     assert builder.build(CELLS[4], 2) is rebuilt  # and reused from then on
 
 
+def test_a_default_dtype_of_float64_is_followed():
+    builder = space.builder("cpu", 10, **SIZES)
+    builder.build(CELLS[3], 0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for staged in (False, True):
+            builder.staged = staged
+            net = builder.build(CELLS[4], 1)
+            assert next(net.parameters()).dtype == torch.float64
+            assert_same_network(net, fresh(CELLS[4], 1))
+    finally:
+        torch.set_default_dtype(previous)
+    assert_same_network(builder.build(CELLS[4], 1), fresh(CELLS[4], 1))
+
+
 def test_the_global_rng_is_left_alone():
     builder = space.builder("cpu", 10, **SIZES)
     torch.manual_seed(123)

@@ -491,3 +491,23 @@ def test_committed_sota_rows_reproduce_with_the_stated_protocol():
         values = sota.score_cell(net, x, y, index, names)
         for name in names:  # same machine kind, same arithmetic; ZiCo/VKDNW follow float32 rounding closely
             assert values[name] == pytest.approx(float(row[name]), rel=1e-4), (sample, index, name)
+
+
+def test_the_pipeline_benchmark_runs_and_restores_what_it_patches(tmp_path, capsys):
+    """bench/pipeline.py on a few cells (noise images when the CIFAR-10 sample is absent): its three rows,
+    the JSON, and the library as it was afterwards (the 'before' row patches the builder and the fsyncs)."""
+    from lightning_epe.scores import list_scores
+    from lightning_epe.search import store
+    from lightning_epe.spaces.base import Builder
+
+    pipeline = load_bench_script("pipeline")
+    out = tmp_path / "pipeline.json"
+    assert pipeline.main(["--cells", "4", "--repeats", "1", "--data", str(tmp_path / "absent.npz"),
+                          "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert set(figures["medians_ms"]) == {"plain build", "search, before", "search"}
+    assert all(row["total"] > 0 for row in figures["medians_ms"].values())
+    assert "search vs plain build" in capsys.readouterr().out
+    assert store.SYNC_SECONDS == 1.0 and "no_op" not in list_scores()
+    assert type(NB201Space().builder("cpu", 10, C=2, N=1)) is not Builder
+    assert NB201Space.build.__qualname__ == "NB201Space.build" and Builder.build.__qualname__ == "Builder.build"

@@ -165,6 +165,11 @@ class NB201Builder(Builder):
             part.reset_state()
         return self.network
 
+    def close(self) -> None:
+        """Free the network and every op module (a later ``build`` starts over)."""
+        super().close()
+        self.cells, self.pool, self.skeleton, self.frame, self.snapshot = [], {}, [], None, None
+
     # ---------------------------------------------------------------------------------- helpers
     def _op(self, cell: int, edge: int, op: str) -> _Part:
         """The module of ``op`` on edge ``edge`` of cell ``cell`` (made the first time it is needed)."""

@@ -74,7 +74,7 @@ def test_a_closed_builder_starts_over():
     builder = space.builder("cpu", 10, **SIZES)
     first = builder.build(CELLS[2], 0)
     builder.close()
-    assert builder.network is None
+    assert builder.network is None and not builder.pool
     again = builder.build(CELLS[2], 0)
     assert again is not first
     assert_same_network(again, fresh(CELLS[2], 0))

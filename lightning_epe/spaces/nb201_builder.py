@@ -129,7 +129,6 @@ class NB201Builder(Builder):
             network = TinyNetwork(_PLACEHOLDER, num_classes=self.num_classes, **self.options)
         self.network = net = network.to(self.device)
         self.dtype = torch.get_default_dtype()
-        self.cells = [cell for cell in net.cells if isinstance(cell, InferCell)]
         self.pool: dict[tuple[int, int, str], _Part] = {}
         self.ops: tuple[str, ...] | None = None  # the ops in place
         # The skeleton's parts in construction order; None marks where a searched cell's ops go.
@@ -139,7 +138,7 @@ class NB201Builder(Builder):
         # The rest (the network, its cell list, the searched cells and their op lists, the pooling): the
         # modules of no part, which hold no parameters; the op lists' children change per candidate.
         taken = {id(m) for part in self.skeleton if part is not None for m in part.modules}
-        taken |= {id(op) for cell in self.cells for op in cell.layers}
+        taken |= {id(op) for cell in net.cells if isinstance(cell, InferCell) for op in cell.layers}
         self.frame = _Part(net, [m for m in net.modules() if id(m) not in taken])
         self.snapshot = _Snapshot([self.frame])  # of the network as the last build left it
 
@@ -168,7 +167,7 @@ class NB201Builder(Builder):
     def close(self) -> None:
         """Free the network and every op module (a later ``build`` starts over)."""
         super().close()
-        self.cells, self.pool, self.skeleton, self.frame, self.snapshot = [], {}, [], None, None
+        self.pool, self.skeleton, self.frame, self.snapshot = {}, [], None, None
 
     # ---------------------------------------------------------------------------------- helpers
     def _op(self, cell: int, edge: int, op: str) -> _Part:
@@ -176,14 +175,9 @@ class NB201Builder(Builder):
         part = self.pool.get((cell, edge, op))
         if part is None:
             with torch.random.fork_rng(devices=[]):  # (its draws are replaced too)
-                module = make_op(op, self._width(cell))
+                module = make_op(op, self.network.widths[cell])
             part = self.pool[cell, edge, op] = _Part(module.to(self.device))
         return part
-
-    def _width(self, cell: int) -> int:
-        """The channels of cell ``cell`` (N cells of C, a reduction, N of 2C, a reduction, N of 4C)."""
-        C, N = self.options["C"], self.options["N"]
-        return C * (1 if cell < N else 2 if cell <= 2 * N else 4)
 
     def _parts(self, ops: tuple[str, ...]) -> list[_Part]:
         """The network's parts for ``ops``, in construction order (the order of a fresh build's draws)."""

@@ -104,7 +104,7 @@ class TinyNetwork(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, C, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(C)
         )
-        widths = [C] * N + [2 * C] + [2 * C] * N + [4 * C] + [4 * C] * N
+        self.widths = widths = [C] * N + [2 * C] + [2 * C] * N + [4 * C] + [4 * C] * N  # per cell
         reductions = [False] * N + [True] + [False] * N + [True] + [False] * N
         self.cells = nn.ModuleList()
         c_prev = C

@@ -144,7 +144,10 @@ def score_draws(build: Callable[[], nn.Module] | None, batches: Sequence[Batch] 
 
     Args:
         build: makes the candidate's network; called under ``seeded(draw_seed(seed, i))`` for each
-            initialisation i that is needed (one over batches, k otherwise).
+            initialisation i that is needed (one over batches, k otherwise). Draw j's score is
+            computed under ``seeded(draw_seed(seed, j))`` too: a score that draws random numbers
+            (AZ-NAS's and VKDNW's re-initialisation and noise input) gives the same value for
+            the same candidate, whatever ran before it (the global RNG is restored afterwards).
         batches: the batches, as a sequence of ``(inputs, targets)`` (at least ``num_batches``) or a
             function ``j -> (inputs, targets)``; put them on the device once, they are reused.
         draws: a :class:`Draws` (or a dict / int k; default k=1).
@@ -176,7 +179,8 @@ def score_draws(build: Callable[[], nn.Module] | None, batches: Sequence[Batch] 
             network.to(device)
             network_init = init
         inputs, targets = first if draws.batch_of(draw) == 0 else batches(draws.batch_of(draw))
-        value = fn(network, inputs, targets, **options)
+        with seeded(draw_seed(seed, draw), device):  # a score that draws (a re-initialisation, noise) repeats
+            value = fn(network, inputs, targets, **options)
         values.append({k: float(v) for k, v in value.items()} if isinstance(value, Mapping) else float(value))
     return values
 

@@ -28,6 +28,7 @@ DEFAULT_MEMBERS: tuple[str, ...] = ("epe", "synflow", "meco", "az_expressivity",
 #: after the official re-initialisation). ``bench/nb201_sota.py`` scores the benchmark this way.
 OFFICIAL_PROTOCOLS: dict[str, dict] = {
     "meco": {"samples": 1},
+    "meco_official": {"samples": 1},
     "swap": {"samples": 16},
     **{name: {"samples": 64, "noise": True} for name in ("az_expressivity", "az_progressivity", "az_trainability",
                                                          "vkdnw", "vkdnw_entropy")},

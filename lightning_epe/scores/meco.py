@@ -353,3 +353,9 @@ def meco_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | N
                 "with at least 3 dimensions (MeCo correlates the channels of a feature map over its "
                 "positions; (B, F) vectors have one position per channel)")
     return meco_from_features(features, mode=mode)
+
+
+@register_score("meco_official", needs_labels=False, data_dependent=True)
+def meco_official_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None) -> float:
+    """MeCo with the official counting (``meco(mode="official")``), under a name of its own for ensembles and tables."""
+    return meco_score(model, inputs, targets, mode="official")

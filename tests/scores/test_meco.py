@@ -302,3 +302,17 @@ def test_refuses_bad_inputs_and_options(tiny_batch):
     bad[0, 0, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="NaN or inf"):
         meco_score(net, bad)
+
+
+def test_meco_official_is_meco_in_official_mode_under_a_name_of_its_own(tiny_batch):
+    from lightning_epe.scores.ensemble import ensemble_scores
+
+    x, y = tiny_batch
+    torch.manual_seed(0)
+    net = NB201Space().build("|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|",
+                             num_classes=10, C=4, N=1)
+    official = meco_score(net, x[:2], mode="official")
+    assert get_score("meco_official")(net, x[:2]) == official != meco_score(net, x[:2])
+    both = ensemble_scores(net, x, y, members=["meco", "meco_official"], member_options={
+        "meco": {"samples": 2}, "meco_official": {"samples": 2}})
+    assert both == {"meco": meco_score(net, x[:2]), "meco_official": official}

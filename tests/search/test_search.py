@@ -466,3 +466,20 @@ def test_the_fast_nb201_builder_gives_the_records_of_plain_builds(options, tiny_
     keys = ("trial", "candidate", "seed", "score", "scores", "draws", "error")
     assert [{k: r.get(k) for k in keys} for r in fast.records] == [{k: r.get(k) for k in keys} for r in plain.records]
     assert any(r["score"] is not None for r in fast.records)
+
+
+def test_a_score_that_draws_random_numbers_repeats_whatever_ran_before(tiny_data, tmp_path):
+    """AZ-NAS re-initialises the network and feeds noise drawn from torch's RNG: each candidate's score is computed
+    under its own seed, so the global RNG state before the search and a resume change nothing (and it is restored)."""
+    options = dict(score="ensemble", search_strategy="exhaustive", batch_size=32,
+                   score_options={"members": ["az_expressivity", "az_trainability"]})
+    torch.manual_seed(0)
+    first = [r["scores"] for r in search(**options, budget=4).run(tiny_data).records]
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    second = search(**options, budget=2, results_dir=str(tmp_path / "r")).run(tiny_data)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.rand(5)  # another history before the resume
+    resumed = search(**options, budget=4, results_dir=str(tmp_path / "r"), force=True).run(tiny_data)
+    assert [r["scores"] for r in second.records] == first[:2]
+    assert [r["scores"] for r in resumed.records] == first

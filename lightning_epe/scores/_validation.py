@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
+import numbers
 from typing import Any, Callable, Iterator, Mapping, Union
 
+import numpy
 import torch
 from torch import nn
 
@@ -154,8 +156,9 @@ def _select(output, selector: OutputSelector):
 
 def _default_logits(output):
     """The default rule: a tensor; a named ``logits`` (attribute, e.g. torchvision's GoogLeNetOutputs or a
-    Hugging Face output, or dict key); a 1-tuple; a 2-tuple ``(features, logits)`` (AutoDL's NB201
-    networks) gives its last element. Any other tuple is ambiguous and refused."""
+    Hugging Face output, or dict key); a 1-tuple; a 2-tuple ``(features, logits)`` of two different shapes
+    (AutoDL's NB201 networks) gives its last element. A pair of one shape (torchvision's ``(logits, aux)``)
+    and any longer tuple are ambiguous and refused."""
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, Mapping):
@@ -166,10 +169,16 @@ def _default_logits(output):
     if isinstance(getattr(output, "logits", None), torch.Tensor):
         return output.logits
     if isinstance(output, (tuple, list)):
+        if len(output) == 2 and all(isinstance(o, torch.Tensor) for o in output) \
+                and output[0].shape == output[1].shape:
+            raise TypeError(f"the model returned {describe_output(output)}: two outputs of one shape, such as "
+                            "torchvision's (logits, aux), are ambiguous (a pair is read as (features, logits) only "
+                            "when its shapes differ); " + HOW_TO_CHOOSE)
         if len(output) in (1, 2):
             return output[-1]
         raise TypeError(f"the model returned {describe_output(output)}: which element is the logits is ambiguous "
-                        "(only a 1-tuple or a (features, logits) pair is read by default); " + HOW_TO_CHOOSE)
+                        "(only a 1-tuple or a (features, logits) pair of two shapes is read by default); "
+                        + HOW_TO_CHOOSE)
     return output
 
 
@@ -179,7 +188,8 @@ def logits_of(output, select=_UNSET) -> torch.Tensor:
     ``select`` (default: the ``output=`` of the enclosing :func:`selecting_output`, else None): an int
     index into a tuple/list, an attribute or key name (dotted for nesting), or a function output ->
     logits. None: the default rule (a tensor; ``.logits`` or a ``'logits'`` key; the last element of
-    a 1-tuple or a ``(features, logits)`` pair; any longer tuple is refused as ambiguous).
+    a 1-tuple or a ``(features, logits)`` pair of two different shapes; a pair of one shape and any longer
+    tuple are refused as ambiguous).
     """
     selector = _OUTPUT.get() if select is _UNSET else check_output_selector(select)
     logits = _default_logits(output) if selector is None else _select(output, selector)
@@ -198,18 +208,46 @@ def logits_of(output, select=_UNSET) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------
+# A score function's value
+
+
+def score_value(value, score: str, fn: Callable | None = None):
+    """``value`` (what the score function ``score`` returned) as a float; a rank ensemble's dict of member
+    scores as a dict of floats. Anything but a real number (a float, an int, a one-element real tensor, a
+    numpy scalar) is a ``TypeError`` naming the score function: ``float()`` would turn ``True`` into 1.0
+    and ``"2.5"`` into 2.5 silently."""
+    if isinstance(value, Mapping):
+        return {name: score_value(v, f"{score}[{name!r}]", fn) for name, v in value.items()}
+    real = False
+    if isinstance(value, torch.Tensor):
+        real = value.numel() == 1 and not (value.is_complex() or value.dtype == torch.bool)
+    elif isinstance(value, numbers.Real) and not isinstance(value, (bool, numpy.bool_)):
+        real = True
+    elif isinstance(value, numpy.ndarray):
+        real = value.size == 1 and value.dtype.kind in "iuf"
+    if real:
+        return float(value)
+    where = f" ({fn.__module__}.{fn.__qualname__})" if fn is not None and hasattr(fn, "__qualname__") else ""
+    what = describe_output(value) if isinstance(value, torch.Tensor) else f"{value!r:.80} (a {type(value).__name__})"
+    raise TypeError(f"the score function {score!r}{where} returned {what}; a score must be a real number: a float, "
+                    "an int, a 0-d tensor or a numpy scalar (not a bool, str, None, complex or a tensor of several "
+                    "values)")
+
+
+# ------------------------------------------------------------------------------------------
 # Explaining a failed or undefined score
 
 
 def explain_error(err: BaseException, model: nn.Module | None, inputs: torch.Tensor | None, score: str,
-                  where: str = "") -> str:
+                  where: str = "", network: str | None = None) -> str:
     """Context for an exception raised while scoring: where, the inputs, what the score needs, and a
-    likely cause for the usual confusing messages."""
+    likely cause for the usual confusing messages. ``network`` names the network when ``model`` is None
+    (a candidate that failed before it was built)."""
     text = str(err)
-    parts = [f"while scoring {where + ' ' if where else ''}"
-             f"({type(model).__name__ if model is not None else 'the network'}) with the {score!r} score"]
+    name = type(model).__name__ if model is not None else network or "the network"
+    parts = [f"while scoring {where + ' ' if where else ''}({name}) with the {score!r} score"]
     if isinstance(inputs, torch.Tensor):
-        parts.append(f"on inputs of shape {tuple(inputs.shape)}, {str(inputs.dtype).replace('torch.', '')}, "
+        parts.append(f" on inputs of shape {tuple(inputs.shape)}, {str(inputs.dtype).replace('torch.', '')}, "
                      f"device {inputs.device}")
     parts.append("; it runs the network in train mode with autograd on and needs logits of shape (B, classes)")
     hint = ""

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .._seeding import seeded
+from ._validation import score_value
 from .ensemble import average_ranks
 from .registry import score_info
 
@@ -181,7 +182,7 @@ def score_draws(build: Callable[[], nn.Module] | None, batches: Sequence[Batch] 
         inputs, targets = first if draws.batch_of(draw) == 0 else batches(draws.batch_of(draw))
         with seeded(draw_seed(seed, draw), device):  # a score that draws (a re-initialisation, noise) repeats
             value = fn(network, inputs, targets, **options)
-        values.append({k: float(v) for k, v in value.items()} if isinstance(value, Mapping) else float(value))
+        values.append(score_value(value, score, fn))
     return values
 
 
@@ -224,7 +225,34 @@ def score_module(model: nn.Module, batches: Sequence[Batch], draws: "Draws | Map
     """
     draws = Draws.of(draws)
     device = next((t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu"))
-    moved = [(b[0].to(device), b[1].to(device)) for b in batches]
+    moved = [_pair(b, j, score) for j, b in enumerate(_batch_list(batches))]
+    moved = [(x.to(device), None if y is None else y.to(device)) for x, y in moved]
     inits = contextlib.nullcontext(None) if draws.over == "batches" else reinitialising(model)
     with inits as build:
         return score_draws(build, moved, draws, score=score, seed=seed, model=model, device=device, **options)
+
+
+def _batch_list(batches) -> list:
+    if isinstance(batches, torch.Tensor) or not isinstance(batches, Sequence):
+        raise TypeError(f"score_module scores a list of (inputs, targets) batches, got {_what(batches)}: pass "
+                        "[(inputs, targets)] (targets None for a score that needs no labels)")
+    return list(batches)
+
+
+def _pair(batch, j: int, score: str) -> tuple:
+    """Batch ``j`` of ``score_module`` as ``(inputs, targets)``; a bare tensor (whose first two rows would
+    be read as inputs and targets) or a 1-tuple is refused."""
+    if (isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[0], torch.Tensor)
+            and (batch[1] is None or isinstance(batch[1], torch.Tensor))):
+        return batch[0], batch[1]
+    labels = "" if not score_info(score).needs_labels else f" ({score!r} needs labels)"
+    raise TypeError(f"score_module: batch {j} must be an (inputs, targets) pair of tensors{labels}, got "
+                    f"{_what(batch)}; pass [(inputs, targets)] (targets None for a score that needs no labels)")
+
+
+def _what(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"

@@ -24,7 +24,7 @@ from torch import nn
 from ._cpu_avg_pool import fast_cpu_ops
 from ._gradients import input_gradient
 from ._isolation import scoring_context
-from ._validation import check_batch, model_device, prepare_inputs
+from ._validation import check_batch, model_device, prepare_inputs, score_value
 from .epe import epe_from_jacobian
 from .gradient_proxies import grad_norm_from_gradients, loss_gradients, snip_from_gradients
 from .jacob_cov import jacob_cov_from_jacobian
@@ -47,6 +47,9 @@ def score_many(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | N
             ``samples`` (an int) gives that score only the first ``samples`` rows of the batch (how
             some official code feeds its proxy: MeCo one image, SWAP 16).
     """
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"score_many: names must be a list of score names, e.g. ['epe', 'naswot'], got {names!r}"
+                        + (f"; for one score: names=[{names!r}]" if isinstance(names, str) else ""))
     options = {name: dict(value) for name, value in (options or {}).items()}
     unknown = set(options) - set(names)
     if unknown:
@@ -76,8 +79,9 @@ def score_many(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | N
     for name in names:  # the rest, alone
         if name not in values:
             rows = samples.get(name) or len(inputs)
-            values[name] = float(get_score(name)(model, inputs[:rows], None if targets is None else targets[:rows],
-                                                 **options.get(name, {})))
+            fn = get_score(name)
+            values[name] = score_value(fn(model, inputs[:rows], None if targets is None else targets[:rows],
+                                          **options.get(name, {})), name, fn)
     return {name: values[name] for name in names}
 
 

@@ -212,7 +212,9 @@ class ArchitectureSearch:
         except Exception as err:  # a failing candidate is recorded and the search goes on
             record["error"] = f"{type(err).__name__}: {err}"
             record["context"] = explain_error(err, built[-1] if built else builder.network, draw_batches[0][0],
-                                              self.score_name, where=f"candidate {record['arch']}")
+                                              self.score_name, where=f"candidate {record['arch']}",
+                                              network=f"a {type(self.space).__name__} network, not built: its build "
+                                                      "failed")
             err.add_note(record["context"])
             record["traceback"] = traceback.format_exc(limit=-3)  # the innermost frames: where it failed
             out_of_memory = isinstance(err, torch.OutOfMemoryError)

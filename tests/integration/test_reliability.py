@@ -828,3 +828,99 @@ def test_output_selection_is_explicit_and_ambiguous_tuples_are_refused(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["output"] == 0
     with pytest.raises(TypeError, match="output must be None, an int index"):
         ArchitectureSearch(output=2.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Round three (issue 22): no silent wrong value, clear messages
+
+
+def test_a_pair_of_one_shape_is_ambiguous_and_a_pair_of_two_shapes_is_features_and_logits():
+    x, y = BadData().dataset.tensors
+    torch.manual_seed(0)
+    net = NB201Space().build(1601, num_classes=4, **TINY)
+
+    class LogitsAndAux(nn.Module):  # torchvision's (logits, aux) convention: the aux head was scored before
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            logits = self.net(x)[1]
+            return logits, logits.square()
+
+    plain = epe_score(net, x, y)  # NB201's (features (B, 8), logits (B, 4)): two shapes, the logits
+    with pytest.raises(TypeError, match=r"two outputs of one shape.*\(logits, aux\).*choose with output="):
+        epe_score(LogitsAndAux(), x, y)
+    with selecting_output(0):
+        assert epe_score(LogitsAndAux(), x, y) == plain
+
+
+class ReturnsThis(nn.Module):
+    def forward(self, x):
+        return x.flatten(1)[:, :4]
+
+
+@pytest.mark.parametrize("value", [True, "2.5", None, 1 + 2j, "tensor3"], ids=["bool", "str", "none", "complex",
+                                                                            "tensor3"])
+def test_a_score_function_must_return_a_real_number(value, tmp_path):
+    from lightning_epe.scores import register_score, score_many, score_module, unregister_score
+
+    returned = torch.ones(3) if value == "tensor3" else value
+
+    @register_score("returns_odd", needs_labels=False)
+    def returns_odd(model, inputs, targets=None):
+        return returned
+
+    try:
+        x, y = BadData().dataset.tensors
+        with pytest.raises(TypeError, match="the score function 'returns_odd' .*returns_odd.* returned .*a score "
+                                            "must be a real number"):
+            score_module(ReturnsThis(), [(x, y)], score="returns_odd")
+        with pytest.raises(TypeError, match="the score function 'returns_odd'"):
+            score_many(ReturnsThis(), x, y, names=["returns_odd"])
+        result = ArchitectureSearch(budget=2, build_options=TINY, accelerator="cpu", progress=False,
+                                    score="returns_odd", results_dir=str(tmp_path))
+        with pytest.raises(RuntimeError, match="none of the 2 candidates got a score"):
+            result.run(BadData())
+        assert all("the score function 'returns_odd'" in r["error"] for r in records_of(tmp_path))
+    finally:
+        unregister_score("returns_odd")
+
+
+@pytest.mark.parametrize("value", [np.float32(2.5), np.int64(3), torch.tensor(4.0), 5], ids=str)
+def test_numpy_scalars_and_0d_tensors_are_scores(value):
+    from lightning_epe.scores import register_score, score_module, unregister_score
+
+    register_score("returns_real", needs_labels=False)(lambda model, inputs, targets=None: value)
+    try:
+        x, y = BadData().dataset.tensors
+        assert score_module(ReturnsThis(), [(x, y)], score="returns_real") == [float(value)]
+    finally:
+        unregister_score("returns_real")
+
+
+def test_score_many_and_score_module_refuse_the_wrong_containers():
+    from lightning_epe.scores import score_many, score_module
+
+    x, y = BadData().dataset.tensors
+    net = NB201Space().build(1601, num_classes=4, **TINY)
+    with pytest.raises(TypeError, match=r"names must be a list of score names.*names=\['epe'\]"):
+        score_many(net, x, y, names="epe")
+    with pytest.raises(TypeError, match=r"batch 0 must be an \(inputs, targets\) pair of tensors \('epe' needs "
+                                        r"labels\), got a tensor of shape \(32, 3, 8, 8\)"):
+        score_module(net, [x])
+    with pytest.raises(TypeError, match="a list of \\(inputs, targets\\) batches, got a tensor"):
+        score_module(net, x)
+    assert score_module(net, [(x, None)], score="naswot")  # no labels: targets None
+
+
+def test_the_recorded_context_reads_well_and_names_an_unbuilt_network(tmp_path):
+    class BuildFails(FaultySpace):
+        def build(self, candidate, num_classes=10, **options):
+            raise ValueError("no such network")
+
+    with pytest.raises(RuntimeError, match="none of the 2"):
+        ArchitectureSearch(BuildFails(), budget=2, accelerator="cpu", progress=False,
+                           results_dir=str(tmp_path)).run(BadData())
+    context = records_of(tmp_path)[0]["context"]
+    assert "(a BuildFails network, not built: its build failed) with the 'epe' score on inputs of shape" in context

@@ -9,9 +9,12 @@ run lives on the loop object; a search without a results directory keeps its rec
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+import warnings
 from typing import TYPE_CHECKING, Hashable
 
+import numpy as np
 import torch
 
 from ..spaces.base import Builder
@@ -20,7 +23,7 @@ from .distributed import Workers
 from .loggers import SearchLogging, as_loggers
 from .progress import console, leaderboard, search_progress
 from .store import MemoryStore, ResultsStore, best_record
-from .strategies import make_strategy
+from .strategies import describe_strategy, make_strategy
 
 if TYPE_CHECKING:
     from .search import ArchitectureSearch
@@ -88,6 +91,8 @@ class SearchLoop:
                       else MemoryStore())
         self.store.check_config(search.config(datamodule), force=search.force)
         self.strategy = make_strategy(search.search_strategy, search.space, search.budget, search.seed)
+        self.strategy_name = describe_strategy(search.search_strategy)[0]
+        self.total = search.budget if search.budget is not None else len(search.space)  # the loop enforces it
         self.workers.prepare_data(datamodule)
         self.batches = ScoringBatches(datamodule, search.batch_size, search.batch_policy, search.seed,
                                       self.workers.device, num_classes=self.num_classes)
@@ -101,7 +106,6 @@ class SearchLoop:
             console.print(f"[yellow]{message}", soft_wrap=True)
         if self.store.plan == "archive":  # every process starts afresh
             self.store.records.clear()
-        self.total = search.budget if search.budget is not None else len(search.space)
         self.replayed_trials = {t for t in range(self.total) if t in self.store}
         self.best = best_record(self.store.records.values())
         if self.workers.is_main:
@@ -110,8 +114,12 @@ class SearchLoop:
 
     def advance(self) -> None:
         """Ask a round (one candidate per process), score this process's share, gather the records."""
-        self.round = self._ask_round()
+        self.round = self._ask_round(self.strategy, len(self.records), warn=self.workers.is_main)
         if not self.round:
+            if not self.records:
+                raise RuntimeError(f"search strategy {self.strategy_name!r} proposed no candidate (its first ask() "
+                                   "returned None): nothing to score. A strategy's ask() returns a candidate of the "
+                                   "space until the budget is spent (see the Strategy protocol)")
             self.done = True
             return
         rank, world = self.workers.rank, self.workers.world_size
@@ -156,12 +164,20 @@ class SearchLoop:
     def reporting(self) -> bool:
         return self.search.progress and self.workers.is_main
 
-    def _ask_round(self) -> list[tuple[int, Hashable]]:
-        """Up to one (trial, candidate) pair per process."""
+    def _ask_round(self, strategy, first: int, warn: bool = False) -> list[tuple[int, Hashable]]:
+        """Up to one (trial, candidate) pair per process, from trial ``first``; never past the budget, whatever
+        the strategy proposes (``warn``: say so when it proposes more)."""
         round_: list[tuple[int, Hashable]] = []
-        first = len(self.records)
-        while len(round_) < self.workers.world_size and (candidate := self.strategy.ask()) is not None:
-            round_.append((first + len(round_), candidate))
+        while len(round_) < self.workers.world_size and first + len(round_) < self.total:
+            trial = first + len(round_)
+            candidate = checked_candidate(strategy.ask(), self.strategy_name, trial)
+            if candidate is None:
+                break
+            round_.append((trial, candidate))
+        if not round_ and first >= self.total and warn and strategy.ask() is not None:
+            warnings.warn(f"search strategy {self.strategy_name!r} keeps proposing candidates after the budget of "
+                          f"{self.total}: the search stops at the budget (a strategy's ask() returns None once "
+                          "budget candidates were asked)", RuntimeWarning, stacklevel=2)
         return round_
 
     def _replays(self) -> bool:
@@ -171,9 +187,7 @@ class SearchLoop:
                                  self.search.seed)
         records: list[dict] = []
         while True:
-            round_: list[tuple[int, Hashable]] = []
-            while len(round_) < self.workers.world_size and (candidate := strategy.ask()) is not None:
-                round_.append((len(records) + len(round_), candidate))
+            round_ = self._ask_round(strategy, len(records))
             stored = [self.store.records.get(trial) for trial, _ in round_]
             if not round_ or any(r is None for r in stored):
                 return True  # the rest is scored anew
@@ -207,6 +221,36 @@ class SearchLoop:
         })
         self.store.write_summary(summary)
         return summary
+
+
+def checked_candidate(candidate, strategy: str, trial: int):
+    """A proposed candidate in its JSON form's terms: numpy scalars (and 0-d arrays or tensors) become Python
+    numbers, inside tuples and lists too; None is None (the strategy is done). Anything that is not JSON-able
+    (an object, a dict, a set, a NaN) is refused before it is scored, naming the strategy."""
+    if candidate is None:
+        return None
+    plain = _plain(candidate)
+    if plain is _REFUSED:
+        raise TypeError(f"search strategy {strategy!r} proposed {candidate!r:.120} (a {type(candidate).__name__}) "
+                        f"at trial {trial}: a candidate must be JSON-able: an int, a str, a finite float, a bool, or "
+                        "a tuple or list of them (numpy scalars are converted); it was refused before scoring")
+    return plain
+
+
+_REFUSED = object()
+
+
+def _plain(value):
+    if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+        value = value.item()
+    elif isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, (bool, int, str)) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    if isinstance(value, (tuple, list)):
+        items = [_plain(v) for v in value]
+        return _REFUSED if any(v is _REFUSED for v in items) else type(value)(items)
+    return _REFUSED
 
 
 def _jsonable(candidate):

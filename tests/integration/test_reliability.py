@@ -924,3 +924,54 @@ def test_the_recorded_context_reads_well_and_names_an_unbuilt_network(tmp_path):
                            results_dir=str(tmp_path)).run(BadData())
     context = records_of(tmp_path)[0]["context"]
     assert "(a BuildFails network, not built: its build failed) with the 'epe' score on inputs of shape" in context
+
+
+class Endless:
+    """A strategy of one's own that ignores the budget: it proposes ``make(i)`` for ever (or nothing)."""
+
+    def __init__(self, make=lambda i: i % 7, nothing: bool = False):
+        self.make, self.nothing = make, nothing
+
+    def setup(self, space, budget, seed):
+        self.asked = 0
+
+    def ask(self):
+        if self.nothing:
+            return None
+        self.asked += 1
+        return self.make(self.asked - 1)
+
+    def tell(self, candidate, score):
+        pass
+
+
+def test_the_loop_enforces_the_budget_whatever_the_strategy_does(tmp_path):
+    strategy = Endless()
+    with pytest.warns(RuntimeWarning, match=r"keeps proposing candidates after the budget of 3: the search stops"):
+        result = small_search(tmp_path, search_strategy=strategy).run(BadData())
+    assert [r["candidate"] for r in result.records] == [0, 1, 2] and len(records_of(tmp_path)) == 3
+    with pytest.warns(RuntimeWarning, match="keeps proposing"):  # a resume replays the 3 and scores nothing more
+        assert len(no_rescoring(small_search(tmp_path, search_strategy=Endless())).run(BadData()).records) == 3
+
+
+def test_candidates_are_checked_when_they_are_asked(tmp_path):
+    numpy_ints = Endless(make=lambda i: np.int64(i))  # numpy scalars are normalised to JSON's numbers
+    with pytest.warns(RuntimeWarning, match="keeps proposing"):
+        result = small_search(tmp_path / "a", search_strategy=numpy_ints).run(BadData())
+    assert [type(r["candidate"]) for r in result.records] == [int] * 3
+    assert [r["candidate"] for r in records_of(tmp_path / "a")] == [0, 1, 2]
+    scored = []
+    odd = small_search(tmp_path / "b", search_strategy=Endless(make=lambda i: object()))
+    odd.score_candidate = lambda *a: scored.append(a)
+    with pytest.raises(TypeError, match=r"search strategy '[\w.]*test_reliability.Endless' proposed <object object .*> "
+                                        r"\(a object\) at trial 0: a candidate must be JSON-able.*refused before"):
+        odd.run(BadData())
+    assert scored == [] and not (tmp_path / "b" / "scores.jsonl").exists()
+    with pytest.raises(TypeError, match=r"proposed \(1, nan\)"):
+        small_search(search_strategy=Endless(make=lambda i: (1, math.nan))).run(BadData())
+
+
+def test_a_strategy_that_proposes_nothing_is_a_clear_error():
+    with pytest.raises(RuntimeError, match=r"search strategy '[\w.]*test_reliability.Endless' proposed no candidate "
+                                           r"\(its first ask\(\) returned None\): nothing to score"):
+        small_search(search_strategy=Endless(nothing=True)).run(BadData())

@@ -202,9 +202,10 @@ class SearchLoop:
     def _stored(self, trial: int, candidate: Hashable) -> dict | None:
         stored = self.store.records.get(trial)
         if stored is not None and stored["candidate"] != _jsonable(candidate):
+            line = getattr(self.store, "line_of", {}).get(trial)
             raise RuntimeError(
-                f"trial {trial} in {self.store.path} scored {stored['candidate']!r} but this search "
-                f"proposes {candidate!r}: the results directory belongs to another search"
+                f"trial {trial} in {self.store.path}{f':{line}' if line else ''} scored {stored['candidate']!r} but "
+                f"this search proposes {candidate!r}: the results directory belongs to another search"
             )
         return stored
 

@@ -53,6 +53,27 @@ class ConfigMismatchError(RuntimeError):
     """An existing results directory was written by a different configuration."""
 
 
+class _NonFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str):
+    """``json.loads``'s ``parse_constant``: the bare tokens NaN, Infinity and -Infinity are not JSON."""
+    raise _NonFinite(name)
+
+
+def finite_json(value):
+    """``value`` with every non-finite float (NaN, inf) replaced by None, in nested dicts and lists: JSON has no
+    such numbers (a summary with a NaN test metric is written with null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
 def _json_safe(value: float | None) -> float | None:
     return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
 
@@ -85,6 +106,23 @@ def resolve_results_dir(value) -> Path | None:
         raise ValueError("results_dir (--results_dir) must be a directory path, got an empty string; leave it "
                          "out (None) to keep the records in memory only")
     return Path(os.path.expanduser(text))
+
+
+def _check_links(directory: Path) -> None:
+    """A results directory that is a dangling symbolic link or a loop of links, in words (mkdir said "File
+    exists" or "Too many levels of symbolic links")."""
+    try:
+        os.stat(directory)
+    except OSError as err:
+        fix = "choose another directory (results_dir=, --results_dir)"
+        if err.errno == errno.ELOOP:
+            raise OSError(err.errno, f"results directory {str(directory)!r} is a loop of symbolic links (one of "
+                                     f"its links points back to itself); replace the link by a directory, or {fix}"
+                          ) from err
+        if err.errno == errno.ENOENT and os.path.islink(directory):
+            raise OSError(err.errno, f"results directory {str(directory)!r} is a symbolic link to "
+                                     f"{os.readlink(directory)!r}, which does not exist (a dangling link); create "
+                                     f"that directory, remove the link, or {fix}") from err
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -223,6 +261,7 @@ class ResultsStore(MemoryStore):
         self._archive_reason = ""
         self._rewrite_config = True
         self.fresh_summary = False
+        self.line_of: dict[int, int] = {}  # trial -> its line in scores.jsonl (for messages)
         self._file = None  # scores.jsonl, open for appending from the first record to close()
         self._size = 0  # its length after the last whole record
         self._synced = 0.0
@@ -253,6 +292,7 @@ class ResultsStore(MemoryStore):
             pass
 
     def _check_writable(self) -> None:
+        _check_links(self.directory)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             probe = self.directory / ".write-test"
@@ -277,7 +317,17 @@ class ResultsStore(MemoryStore):
             if not raw.strip():
                 continue
             record = self._parse(raw, number)
-            self.records.setdefault(record["trial"], record)  # a line repeated by a crash between write and flush
+            trial = record["trial"]
+            if trial in self.records:  # the same line twice (a crash between write and flush) is harmless
+                if record != self.records[trial]:
+                    first = self.line_of[trial]
+                    raise ValueError(
+                        f"{self.path}:{number} is a second, different record of trial {trial} (the first is on "
+                        f"line {first}): which one holds the trial's result is unknown. Delete one of the two lines "
+                        f"(delete both to score trial {trial} again), then run the same command again.")
+                continue
+            self.records[trial] = record
+            self.line_of[trial] = number
 
     def _parse(self, raw: bytes, number: int) -> dict:
         """One line of ``scores.jsonl`` as a record; a damaged one is refused with file:line and the fix."""
@@ -293,7 +343,9 @@ class ResultsStore(MemoryStore):
         except UnicodeDecodeError as err:
             raise refuse(f"not UTF-8 text: byte {raw[err.start]:#04x} at column {err.start + 1}") from None
         try:
-            record = json.loads(line)
+            record = json.loads(line, parse_constant=_refuse_constant)
+        except _NonFinite as err:
+            raise refuse(f"{err} is not a JSON number (the library writes null for NaN and infinite values)") from None
         except ValueError as err:
             raise refuse(f"not JSON: {err}") from None
         if not isinstance(record, dict):
@@ -306,11 +358,20 @@ class ResultsStore(MemoryStore):
         score = record.get("score")
         if score is not None and (isinstance(score, bool) or not isinstance(score, numbers.Real)):
             raise refuse(f"'score' must be a number or null, got {score!r}")
-        if record.get("error") is not None and not isinstance(record["error"], str):
-            raise refuse(f"'error' must be a string or null, got {record['error']!r}")
+        if record["candidate"] is None or isinstance(record["candidate"], dict):
+            raise refuse(f"'candidate' must be an int, a str or a list, got {record['candidate']!r}")
+        for key in ("error", "arch", "config_id", "reason", "context", "traceback"):
+            if record.get(key) is not None and not isinstance(record[key], str):
+                raise refuse(f"{key!r} must be a string or null, got {record[key]!r}")
+        seconds = record.get("seconds")
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, numbers.Real)):
+            raise refuse(f"'seconds' must be a number, got {seconds!r}")
+        if record.get("error") is not None and score is not None:
+            raise refuse(f"it has both an 'error' and a 'score' ({score!r}): a failed record has score null")
         record.setdefault("score", None)
         record.setdefault("error", None)
-        record.setdefault("seconds", 0.0)
+        if record.get("seconds") is None:
+            record["seconds"] = 0.0
         return record
 
     # -------------------------------------------------------------------------------- configuration
@@ -474,7 +535,8 @@ class ResultsStore(MemoryStore):
                 file.close()
 
     def write_summary(self, summary: dict) -> None:
-        write_json_atomic(self.directory / SUMMARY, summary)
+        """Replace ``summary.json`` (non-finite numbers, e.g. a NaN test metric, are written as null)."""
+        write_json_atomic(self.directory / SUMMARY, finite_json(summary))
 
     def read_summary(self) -> dict:
         """``summary.json`` (a damaged one is ignored with a warning: it is rebuilt from the records)."""

@@ -975,3 +975,15 @@ def test_a_strategy_that_proposes_nothing_is_a_clear_error():
     with pytest.raises(RuntimeError, match=r"search strategy '[\w.]*test_reliability.Endless' proposed no candidate "
                                            r"\(its first ask\(\) returned None\): nothing to score"):
         small_search(search_strategy=Endless(nothing=True)).run(BadData())
+
+
+def test_a_stored_record_of_another_candidate_is_named_by_file_and_line(tmp_path):
+    small_search(tmp_path).run(BadData())
+    lines = (tmp_path / "scores.jsonl").read_text().splitlines()
+    record = json.loads(lines[1])
+    record["candidate"] = (record["candidate"] + 1) % 15625
+    lines[1] = json.dumps(record)
+    (tmp_path / "scores.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(RuntimeError, match=rf"trial 1 in {re.escape(str(tmp_path / 'scores.jsonl'))}:2 scored "
+                                           rf"{record['candidate']} but this search proposes"):
+        small_search(tmp_path).run(BadData())

@@ -1,5 +1,6 @@
 import importlib.util
 import json
+import math
 import random
 
 import pytest
@@ -210,7 +211,16 @@ GOOD = b'{"candidate": 5, "error": null, "score": 1.0, "seconds": 0.1, "trial": 
     (b'{"candidate": 7, "score": 2.5}', "no 'trial'"),
     (b'{"trial": -1, "candidate": 7, "score": 2.5}', "'trial' must be an int >= 0, got -1"),
     (b"[1, 2]", "a JSON list, not an object"),
-], ids=["binary", "no_candidate", "string_score", "no_trial", "negative_trial", "not_an_object"])
+    (b'{"trial": 1, "candidate": 7, "score": 2.5, "error": "ValueError: boom"}',
+     "it has both an 'error' and a 'score' (2.5): a failed record has score null"),
+    (b'{"trial": 1, "candidate": 7, "score": NaN}', "NaN is not a JSON number (the library writes null"),
+    (b'{"trial": 1, "candidate": 7, "score": 1.0, "seconds": -Infinity}', "-Infinity is not a JSON number"),
+    (b'{"trial": 1, "candidate": 7, "score": 1.0, "seconds": "0.5"}', "'seconds' must be a number, got '0.5'"),
+    (b'{"trial": 1, "candidate": 7, "score": 1.0, "error": 3}', "'error' must be a string or null, got 3"),
+    (b'{"trial": 1, "candidate": 7, "score": 1.0, "config_id": 12}', "'config_id' must be a string or null"),
+    (b'{"trial": 1, "candidate": null, "score": 1.0}', "'candidate' must be an int, a str or a list, got None"),
+], ids=["binary", "no_candidate", "string_score", "no_trial", "negative_trial", "not_an_object", "error_and_score",
+        "bare_nan", "bare_infinity", "string_seconds", "int_error", "int_config_id", "null_candidate"])
 def test_damaged_records_are_refused_with_file_and_line(line, message, tmp_path):
     data = GOOD + line + b"\n" + GOOD.replace(b'"trial": 0', b'"trial": 2')
     (tmp_path / "scores.jsonl").write_bytes(data)
@@ -220,6 +230,25 @@ def test_damaged_records_are_refused_with_file_and_line(line, message, tmp_path)
     assert "delete that line (its trial is scored again)" in str(info.value)
     assert (tmp_path / "scores.jsonl").read_bytes() == data  # nothing lost
     assert not (tmp_path / "lock").exists()  # a refused start releases the directory
+
+
+def test_two_different_records_of_one_trial_are_refused_and_a_repeated_line_is_not(tmp_path):
+    other = GOOD.replace(b'"score": 1.0', b'"score": 2.0')
+    (tmp_path / "scores.jsonl").write_bytes(GOOD + GOOD + GOOD.replace(b'"trial": 0', b'"trial": 1'))
+    with ResultsStore(tmp_path) as store:  # a line written twice (a crash between write and flush): one record
+        assert sorted(store.records) == [0, 1]
+    (tmp_path / "scores.jsonl").write_bytes(GOOD + GOOD.replace(b'"trial": 0', b'"trial": 1') + other)
+    with pytest.raises(ValueError, match=r"scores.jsonl:3 is a second, different record of trial 0 \(the first is "
+                                         r"on line 1\): which one holds the trial's result is unknown"):
+        ResultsStore(tmp_path)
+    assert not (tmp_path / "lock").exists()
+
+
+def test_summary_json_is_written_with_null_for_non_finite_numbers(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        store.write_summary({"test_accuracy": math.nan, "test_metrics": {"test_loss": math.inf, "test_acc": 0.5}})
+    assert json.loads((tmp_path / "summary.json").read_text()) == {
+        "test_accuracy": None, "test_metrics": {"test_loss": None, "test_acc": 0.5}}
 
 
 @pytest.mark.parametrize("option, value", [
@@ -483,3 +512,18 @@ def test_a_score_that_draws_random_numbers_repeats_whatever_ran_before(tiny_data
     resumed = search(**options, budget=4, results_dir=str(tmp_path / "r"), force=True).run(tiny_data)
     assert [r["scores"] for r in second.records] == first[:2]
     assert [r["scores"] for r in resumed.records] == first
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop"])
+def test_a_results_dir_that_is_a_dangling_link_or_a_loop_is_named(kind, tmp_path):
+    link = tmp_path / "results"
+    if kind == "dangling":
+        link.symlink_to(tmp_path / "gone")
+        message = rf"is a symbolic link to '{tmp_path / 'gone'}', which does not exist \(a dangling link\)"
+    else:
+        link.symlink_to(tmp_path / "other")
+        (tmp_path / "other").symlink_to(link)
+        message = "is a loop of symbolic links"
+    with pytest.raises(OSError, match=rf"results directory '{link}' {message}.*--results_dir"):
+        ResultsStore(link)
+    assert not (tmp_path / "gone").exists()

@@ -177,10 +177,11 @@ def _fit(cfg: Namespace, parser: ArgumentParser, init: Namespace, search) -> dic
     directory). Training the directory's best records the training in its ``summary.json``, as the
     ``search`` command does."""
     from .search.progress import console
-    from .search.store import SUMMARY, _read_json_file, resolve_results_dir
+    from .search.search import read_directory
+    from .search.store import SUMMARY, resolve_results_dir
 
     directory = resolve_results_dir(cfg.results_dir)
-    summary = (_read_json_file(directory / SUMMARY, "it is ignored") if directory is not None else None) or {}
+    config, summary = read_directory(directory) if directory is not None and directory.is_dir() else (None, {})
     best = summary.get("best")
     if cfg.candidate is None:
         if not best:
@@ -197,7 +198,8 @@ def _fit(cfg: Namespace, parser: ArgumentParser, init: Namespace, search) -> dic
     if best and candidate == search.space.parse(best["candidate"]):
         search.results_dir = directory  # the directory's best: its training goes into its summary.json
     fit_id = fit_config_id(parser, cfg, candidate, search, init.data)
-    metrics = search.fit(init.trainer, init.data, candidate=candidate, fit_config_id=fit_id, **cfg.model.as_dict())
+    metrics = search.fit(init.trainer, init.data, candidate=candidate, fit_config_id=fit_id, directory_config=config,
+                         **cfg.model.as_dict())
     console.print(f"[bold green]test accuracy of {search.describe(candidate)}[/]: {metrics['test_acc']:.4f}",
                   soft_wrap=True)
     return {"test": metrics}

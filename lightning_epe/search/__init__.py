@@ -1,5 +1,5 @@
 """Search over candidate spaces: strategies, the results store and the ArchitectureSearch loop."""
-from .lock import ResultsDirectoryBusy
+from .lock import DirectoryLock, ResultsDirectoryBusy
 from .loop import SearchLoop, SearchResult
 from .search import ArchitectureSearch
 from .store import ConfigMismatchError, MemoryStore, ResultsStore
@@ -15,7 +15,7 @@ from .strategies import (
 )
 
 __all__ = [
-    "ArchitectureSearch", "ConfigMismatchError", "ExhaustiveSearch", "MemoryStore", "RandomSearch",
+    "ArchitectureSearch", "ConfigMismatchError", "DirectoryLock", "ExhaustiveSearch", "MemoryStore", "RandomSearch",
     "RegularizedEvolution", "ResultsDirectoryBusy", "ResultsStore", "SearchLoop", "SearchResult", "Strategy",
     "get_strategy", "list_strategies", "make_strategy", "register_strategy",
 ]

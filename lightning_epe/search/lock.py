@@ -1,4 +1,12 @@
-"""One writer per results directory: an exclusive lock file holding the holder's pid, host and start."""
+"""One writer per results directory: an exclusive lock file holding the holder's pid, host and start.
+
+Every command that writes into a results directory holds its lock for the whole read-modify-write::
+
+    with DirectoryLock(directory):
+        ...  # read, decide, write
+
+(``ResultsStore`` takes it for a search; ``ArchitectureSearch.fit`` to read what it trains and to record it.)
+"""
 from __future__ import annotations
 
 import datetime
@@ -21,7 +29,9 @@ class DirectoryLock:
     Taken with ``fcntl.flock`` (the kernel releases it when the holder dies, however it dies, so a
     lock file left by a killed process is stale and simply taken over); where ``fcntl`` is missing
     (Windows), the file is created exclusively and a holder on this host that no longer runs is
-    taken over. The file is removed when the lock is released.
+    taken over. The file is removed when the lock is released. A context manager: ``with
+    DirectoryLock(directory):`` holds it inside. If taking it fails after the file was opened (a full disk
+    while writing the holder), nothing stays held, also in a long-lived process.
     """
 
     def __init__(self, directory: Path):
@@ -79,10 +89,14 @@ class DirectoryLock:
                 os.close(fd)
                 continue
             self.taken_over = self._read(fd)  # left by a process that died holding it
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, (json.dumps(self.holder()) + "\n").encode())
-            os.fsync(fd)
+            try:
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, (json.dumps(self.holder()) + "\n").encode())
+                os.fsync(fd)
+            except OSError as err:  # (disk full): let go of the file, so that nothing stays locked
+                self._let_go(fd)
+                raise self._unwritable(err) from err
             self._fd = fd
             return None
         raise self._busy(self._read())  # pragma: no cover (the file kept being replaced)
@@ -98,10 +112,36 @@ class DirectoryLock:
                     self.path.unlink(missing_ok=True)
                     continue
                 raise self._busy(holder) from None
-            os.write(fd, (json.dumps(self.holder()) + "\n").encode())
+            try:
+                os.write(fd, (json.dumps(self.holder()) + "\n").encode())
+            except OSError as err:
+                self._let_go(fd)
+                raise self._unwritable(err) from err
             self._fd = fd
             return
         raise self._busy(self._read())
+
+    def _unwritable(self, err: OSError) -> OSError:
+        why = ("the disk is full (or over quota)" if err.errno in (errno.ENOSPC, errno.EDQUOT)
+               else err.strerror or str(err))
+        return OSError(err.errno, f"could not take the lock of results directory {str(self.directory)!r}: writing "
+                                  f"{self.path} failed ({why}); nothing was written or is held. Free space (or fix "
+                                  "the directory) and run the same command again.")
+
+    def _let_go(self, fd: int) -> None:
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> "DirectoryLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
     def release(self) -> None:
         if self._fd is None:

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
 import traceback
+import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 import torch
@@ -24,9 +27,19 @@ from ..spaces import CandidateSpace, NB201Space
 from ..spaces.base import Builder
 from ._checks import MAX_SEED, check_int
 from .batches import ScoringBatches
+from .lock import DirectoryLock
 from .loggers import as_loggers
 from .loop import SearchLoop, SearchResult
-from .store import ResultsStore, resolve_results_dir
+from .store import (
+    CONFIG,
+    SUMMARY,
+    ConfigMismatchError,
+    _read_json_file,
+    finite_json,
+    resolve_results_dir,
+    write_json_atomic,
+    write_text_atomic,
+)
 from .strategies import RegularizedEvolution, Strategy, describe_strategy, list_strategies, make_strategy
 
 if TYPE_CHECKING:  # (Lightning loads only when a logger is used; jsonargparse resolves the annotation)
@@ -258,7 +271,7 @@ class ArchitectureSearch:
             record["score"] = _finite(value)
 
     def fit(self, trainer, datamodule, candidate: Hashable | None = None, *, fit_config_id: str | None = None,
-            **module_options) -> dict:
+            directory_config: dict | None = None, **module_options) -> dict:
         """Train ``candidate`` (default: the best of the search, which runs first if it has not) with a
         normal ``lightning.Trainer``, test it, and return the test metrics.
 
@@ -267,6 +280,13 @@ class ArchitectureSearch:
         torch version, threads (``torch.get_num_threads()``: the training's numbers depend on it), whether
         the Trainer was deterministic, the seconds, and ``config_id`` (``fit_config_id``: what the command
         line uses to tell that this training is already done).
+
+        The training is recorded only into the configuration it belongs to: the directory's ``config.json``
+        when the training starts (``directory_config``: as read with the candidate, under the lock; after
+        :meth:`run` in this process, the search's configuration) must still be there when it is recorded,
+        under the directory's lock. Otherwise, or if the directory cannot be written (in use, disk full), a
+        warning says so and the result is saved beside the directory (``RESULTS_DIR.fit-TIME.json``): a
+        finished training is never thrown away.
         """
         from ..module import fit_and_test
 
@@ -276,23 +296,74 @@ class ArchitectureSearch:
             if self.result.best is None:
                 raise RuntimeError("no candidate to train: the search scored none")
             candidate = self.result.best["candidate"]
+        if self.results_dir and directory_config is None:
+            directory_config = (json.loads(json.dumps(self.config(datamodule))) if self.result is not None
+                                else read_directory(self.results_dir)[0])  # (as config.json holds it)
         start = time.perf_counter()
         threads = torch.get_num_threads()
         metrics = fit_and_test(trainer, datamodule, candidate, space=self.space,
                                num_classes=self.num_classes or datamodule.num_classes,
                                build_options=self.build_options_for(datamodule), **module_options)
-        if self.results_dir:
+        if self.results_dir and getattr(trainer, "is_global_zero", True):
             fit = {"torch_threads": threads, "torch_version": torch.__version__,
                    "deterministic": torch.are_deterministic_algorithms_enabled(),
                    "seconds": round(time.perf_counter() - start, 3)}
             if fit_config_id is not None:
                 fit["config_id"] = fit_config_id
-            with ResultsStore(self.results_dir) as store:  # (holds the lock while it updates the summary)
-                summary = store.read_summary()
-                summary.update({"test_accuracy": metrics.get("test_acc"), "test_metrics": metrics,
-                                "trained": candidate, "fit": fit})
-                store.write_summary(summary)
+            record_fit(self.results_dir, directory_config, {"test_accuracy": metrics.get("test_acc"),
+                                                            "test_metrics": metrics, "trained": candidate, "fit": fit})
         return metrics
+
+
+def read_directory(directory) -> tuple[dict | None, dict]:
+    """``(config.json, summary.json)`` of a results directory, read under its lock (None / {} when missing or
+    damaged)."""
+    directory = Path(directory)
+    lock = DirectoryLock(directory)
+    try:
+        lock.acquire()
+    except PermissionError:  # a read-only directory: nobody writes it (recording the training will say so)
+        pass
+    try:
+        config = _read_json_file(directory / CONFIG, "it is ignored")
+        summary = _read_json_file(directory / SUMMARY, "it is ignored") or {}
+    finally:
+        lock.release()
+    return config, summary
+
+
+def record_fit(directory, expected_config: dict | None, result: dict) -> Path | None:
+    """Put a finished training's ``result`` into ``directory``'s ``summary.json``, under its lock, if the
+    directory still holds ``expected_config``; otherwise (another configuration now, the lock busy, a write
+    error) save it beside the directory and warn with the path (returned). Never raises: the training is done."""
+    directory = Path(directory)
+    try:
+        with DirectoryLock(directory):
+            current = _read_json_file(directory / CONFIG, "it is ignored")
+            if current != expected_config:
+                raise ConfigMismatchError(f"{directory} now holds another configuration than the one this training "
+                                          f"belongs to ({CONFIG} changed while it trained)")
+            summary = _read_json_file(directory / SUMMARY, "it is rebuilt") or {}
+            summary.update(result)
+            write_json_atomic(directory / SUMMARY, finite_json(summary))
+        return None
+    except (OSError, RuntimeError) as err:  # (ResultsDirectoryBusy, ConfigMismatchError: RuntimeErrors)
+        reason = str(err)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    beside = directory.with_name(f"{directory.name}.fit-{stamp}.json")
+    for n in range(2, 1000):  # (never over an earlier one)
+        if not beside.exists():
+            break
+        beside = directory.with_name(f"{directory.name}.fit-{stamp}-{n}.json")
+    text = json.dumps(finite_json(result), indent=2, sort_keys=True, default=str)
+    try:
+        write_text_atomic(beside, text + "\n")
+        where = f"it is saved in {beside}"
+    except OSError as err:
+        beside, where = None, f"saving it beside the directory failed too ({err}); here it is: {text}"
+    warnings.warn(f"the training finished but is not recorded in {directory / SUMMARY}: {reason}. Nothing is lost: "
+                  f"{where}", RuntimeWarning, stacklevel=3)
+    return beside
 
 
 def _renamed_strategies(search_strategy, strategy, distributed_strategy, population, sample_size):

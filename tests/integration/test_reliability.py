@@ -987,3 +987,72 @@ def test_a_stored_record_of_another_candidate_is_named_by_file_and_line(tmp_path
     with pytest.raises(RuntimeError, match=rf"trial 1 in {re.escape(str(tmp_path / 'scores.jsonl'))}:2 scored "
                                            rf"{record['candidate']} but this search proposes"):
         small_search(tmp_path).run(BadData())
+
+
+# ---------------------------------------------------------------------------------------------
+# One writer for every command that writes (issue 22, part 2)
+
+
+def test_a_failed_start_up_releases_the_lock_in_a_long_lived_process(tmp_path, monkeypatch):
+    real_write = os.write
+
+    def disk_full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lock_module.os, "write", disk_full)
+    with pytest.raises(OSError, match=rf"could not take the lock of results directory '{tmp_path}': writing "
+                                      rf"{tmp_path / 'lock'} failed \(the disk is full \(or over quota\)\); nothing"):
+        ResultsStore(tmp_path)
+    monkeypatch.setattr(lock_module.os, "write", real_write)
+    assert not (tmp_path / "lock").exists()
+    with ResultsStore(tmp_path):  # the same process takes it again: nothing stayed locked
+        pass
+    # a start-up that fails later (config.json on a full disk) releases it too
+    monkeypatch.setattr(store_module, "write_json_atomic", lambda *a: disk_full(0, b""))
+    with pytest.raises(OSError, match="No space left"):
+        small_search(tmp_path).run(BadData())
+    monkeypatch.undo()
+    assert len(small_search(tmp_path).run(BadData()).records) == 3
+
+
+def fit_while(monkeypatch, during):
+    """``fit_and_test`` replaced by a 'training' that runs ``during()`` and returns metrics."""
+    import lightning_epe.module
+
+    def training(trainer, datamodule, candidate, **options):
+        during()
+        return {"test_acc": 0.5, "test_loss": math.nan}
+
+    monkeypatch.setattr(lightning_epe.module, "fit_and_test", training)
+
+
+def test_fit_never_records_into_another_configuration_and_never_loses_a_training(tmp_path, monkeypatch):
+    directory = tmp_path / "results"
+    search = small_search(directory)
+    search.run(BadData())
+    # another configuration takes the directory over (force) while the best trains
+    fit_while(monkeypatch, lambda: small_search(directory, seed=7, force=True).run(BadData()))
+    with pytest.warns(RuntimeWarning, match=r"the training finished but is not recorded in .*summary.json: .*now "
+                                            r"holds another configuration.*Nothing is lost: it is saved in "):
+        assert search.fit(fake_trainer(), BadData())["test_acc"] == 0.5
+    assert "trained" not in json.loads((directory / "summary.json").read_text())  # the seed-7 summary
+    (saved,) = tmp_path.glob("results.fit-*.json")
+    result = json.loads(saved.read_text())
+    assert result["trained"] == search.result.best["candidate"] and result["test_accuracy"] == 0.5
+    assert result["test_metrics"]["test_loss"] is None  # NaN as null
+    # the directory is in use while the training is recorded: saved beside it too
+    search = small_search(directory, seed=7)
+    search.run(BadData())
+    holder = lock_module.DirectoryLock(directory)
+    fit_while(monkeypatch, holder.acquire)
+    try:
+        with pytest.warns(RuntimeWarning, match="is in use by another search.*Nothing is lost"):
+            search.fit(fake_trainer(), BadData())
+    finally:
+        holder.release()
+    assert len(list(tmp_path.glob("results.fit-*.json"))) == 2  # (a second one never overwrites the first)
+    # and when nothing changed, the training goes into the summary
+    fit_while(monkeypatch, lambda: None)
+    search.fit(fake_trainer(), BadData())
+    summary = json.loads((directory / "summary.json").read_text())
+    assert summary["trained"] == search.result.best["candidate"] and summary["test_metrics"]["test_loss"] is None

@@ -252,6 +252,88 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+# Options of the shared schema that only one command uses: given to another, they would be silently ignored.
+ONLY_FOR = {"candidate": "fit", "refit": "search"}
+
+
+def check_applies(command: str, cfg: Namespace) -> None:
+    """Refuse an option (command line or recipe) that the command would ignore (``search --candidate``)."""
+    for key, owner in ONLY_FOR.items():
+        if command != owner and cfg.get(key) not in (None, False):
+            raise ValueError(f"--{key} applies to the {owner} command only; `{command}` would ignore it (given: "
+                             f"{cfg.get(key)!r}). Use `lightning-epe {owner} ...`, or leave it out")
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Each ``--config FILE`` is a UTF-8 YAML mapping without a repeated key (YAML keeps the last of two
+    silently); a clear error naming the file otherwise. (A ``--config`` that is not a file is left to
+    jsonargparse.)"""
+    import yaml
+
+    expected = ("expected a YAML mapping of the recipe's sections (data:, search:, model:, trainer:, ...), as "
+                "recipes/quickstart.yaml")
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--config=") else (
+            argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
+        if value is None or not os.path.isfile(value):
+            continue
+        data = Path(value).read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"the config file {value} is not text (byte {data[err.start]:#04x} at offset "
+                             f"{err.start} is not UTF-8): {expected}") from None
+        try:
+            loaded = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
+        except RepeatedKey as err:
+            raise ValueError(f"the config file {value}: {err}") from None
+        except yaml.YAMLError as err:
+            raise ValueError(f"the config file {value} is not valid YAML: {err}") from None
+        if loaded is None:
+            raise ValueError(f"the config file {value} is empty: {expected}")
+        if not isinstance(loaded, dict):
+            raise ValueError(f"the config file {value} holds a YAML {type(loaded).__name__}, not a mapping: {expected}")
+
+
+class RepeatedKey(ValueError):
+    """A key given twice in one mapping of a YAML file."""
+
+
+def _unique_key_loader():
+    """A ``yaml.SafeLoader`` that refuses a key repeated in one mapping (made when needed: yaml loads in main)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise RepeatedKey(f"the key {key!r} appears twice in one mapping (lines {seen[key] + 1} and "
+                                      f"{key_node.start_mark.line + 1}); YAML would keep the last silently: delete one")
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def _protocol_hint(message: str) -> str:
+    """Which method a YAML ``class_path`` lacks, when jsonargparse says it "does not implement protocol Strategy"."""
+    import importlib
+
+    from .search.strategies import protocol_problem
+
+    match = re.search(r"Import path ([\w.]+) does not implement protocol Strategy", message)
+    if not match:
+        return ""
+    module, _, name = match.group(1).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return ""
+    return f"\n  {protocol_problem(cls)}"
+
+
 def _accepted_hint(message: str) -> str:
     """The accepted values of the option a jsonargparse error names (``Parser key "search.budget"``)."""
     from .search._checks import ACCEPTED
@@ -285,11 +367,18 @@ def _main(argv: list[str]) -> int:
     if command not in COMMANDS:
         print(f"lightning-epe: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    try:
+        check_config_files(argv)
+    except ValueError as err:
+        print(f"lightning-epe {command}: error: {err}", file=sys.stderr)
+        return 2
     subparser = subcommand_parser(command)
     try:
         cfg = build_parser({command: subparser}).parse_args(argv)[command]
+        check_applies(command, cfg)
     except Exception as err:  # jsonargparse reports unknown keys and wrong types here
-        print(f"lightning-epe {command}: error: {err}{_accepted_hint(str(err))}", file=sys.stderr)
+        print(f"lightning-epe {command}: error: {err}{_accepted_hint(str(err))}{_protocol_hint(str(err))}",
+              file=sys.stderr)
         return 2
     try:
         if command == "benchmark":

@@ -1,6 +1,8 @@
 """Scoring batches drawn from a LightningDataModule: one fixed batch, or a fresh one per trial."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.utils.data import default_collate
 
@@ -42,7 +44,11 @@ class ScoringBatches:
         if len(self.dataset) < 2:
             raise ValueError(f"the training set of {self.source} has {len(self.dataset)} sample(s); scoring "
                              "needs at least 2 (correlations between samples)")
-        self.batch_size = min(self.batch_size, len(self.dataset))
+        if self.batch_size > len(self.dataset):  # (summary.json records the size used: scoring_batch_size)
+            warnings.warn(f"the scoring batch size {self.batch_size} is larger than the training set of {self.source} "
+                          f"({len(self.dataset)} samples): scoring batches have {len(self.dataset)} samples "
+                          "(summary.json: scoring_batch_size)", RuntimeWarning, stacklevel=2)
+            self.batch_size = len(self.dataset)
         self.policy, self.seed, self.device, self.num_classes = policy, seed, device, num_classes
         self._fixed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         first = self._draw(0, 0)  # checks the data before any candidate is built
@@ -53,11 +59,19 @@ class ScoringBatches:
         with torch.random.fork_rng(devices=[]):  # CPU only, restored
             torch.random.default_generator.manual_seed(draw_seed(self.seed * 1_000_003 + trial, draw))
             indices = torch.randperm(len(self.dataset))[: self.batch_size].tolist()
-            inputs, targets = default_collate([self.dataset[i] for i in indices])[:2]
+            samples = [self.dataset[i] for i in indices]
+        try:
+            inputs, targets = default_collate(samples)[:2]
+        except RuntimeError as err:  # e.g. "stack expects each tensor to be equal size"
+            raise ValueError(f"{self._where(trial, draw)} cannot be made into one batch: {err}. Images of different "
+                             "sizes? Resize or crop them to one size in the data module's transform") from None
         return self._check(inputs, torch.as_tensor(targets), trial, draw)
 
+    def _where(self, trial: int, draw: int) -> str:
+        return f"the scoring batch of trial {trial}{f' (draw {draw})' if draw else ''} from {self.source}"
+
     def _check(self, inputs, targets, trial: int, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
-        where = f"the scoring batch of trial {trial}{f' (draw {draw})' if draw else ''} from {self.source}"
+        where = self._where(trial, draw)
         try:
             inputs, targets = check_batch(inputs, targets)
         except (TypeError, ValueError) as err:

@@ -219,6 +219,7 @@ class SearchLoop:
             "score_seconds_total": round(sum(r["seconds"] for r in self.records), 3),
             "last_run_seconds": round(seconds, 3),
             "torch_threads": torch.get_num_threads(),  # scores repeat bit for bit on the same machine and threads
+            "scoring_batch_size": self.batches.batch_size,  # (the data's size when batch_size asks for more)
         })
         self.store.write_summary(summary)
         return summary

@@ -80,7 +80,33 @@ def strategy_of(value: str | Strategy) -> Strategy:
     if isinstance(value, Strategy):
         return value
     raise TypeError(f"search_strategy must be a registered name ({', '.join(list_strategies())}) or an object "
-                    f"with setup(space, budget, seed), ask() and tell(candidate, score); got {value!r}")
+                    f"with setup(space, budget, seed), ask() and tell(candidate, score); got {value!r:.80}: "
+                    f"{protocol_problem(type(value))}")
+
+
+PROTOCOL = {"setup": ("space", "budget", "seed"), "ask": (), "tell": ("candidate", "score")}
+
+
+def protocol_problem(cls: type) -> str:
+    """What keeps ``cls`` from being a :class:`Strategy`, in words: which method is missing or takes other
+    arguments."""
+    import inspect
+
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    wanted = "the Strategy protocol: setup(space, budget, seed), ask() and tell(candidate, score)"
+    for method, parameters in PROTOCOL.items():
+        function = getattr(cls, method, None)
+        if not callable(function):
+            return f"{name} has no method {method}({', '.join(parameters)}) ({wanted})"
+        try:
+            signature = inspect.signature(function)
+        except (TypeError, ValueError):  # (a builtin without a signature: assume it fits)
+            continue
+        try:
+            signature.bind(None, *parameters)  # (self, ...)
+        except TypeError:
+            return f"{name}.{method}{signature} does not take {method}({', '.join(parameters)}) ({wanted})"
+    return f"{name} does not match {wanted}"
 
 
 def describe_strategy(value: str | Strategy) -> tuple[str, dict]:

@@ -1056,3 +1056,75 @@ def test_fit_never_records_into_another_configuration_and_never_loses_a_training
     search.fit(fake_trainer(), BadData())
     summary = json.loads((directory / "summary.json").read_text())
     assert summary["trained"] == search.result.best["candidate"] and summary["test_metrics"]["test_loss"] is None
+
+
+class NoTell:
+    """Not a Strategy: ``tell`` is missing."""
+
+    def __init__(self, k: int = 1):
+        self.k = k
+
+    def setup(self, space, budget, seed):
+        pass
+
+    def ask(self):
+        return None
+
+
+def test_a_yaml_strategy_that_is_not_a_strategy_says_which_method_is_missing(capsys, tmp_path):
+    (tmp_path / "s.yaml").write_text(f"search:\n  search_strategy:\n    class_path: {__name__}.NoTell\n")
+    code, _, err = cli(capsys, "score", "--config", QUICKSTART, "--config", str(tmp_path / "s.yaml"),
+                       "--results_dir", str(tmp_path / "r"), *FAST)
+    assert code == 2 and f"{__name__}.NoTell has no method tell(candidate, score) (the Strategy protocol" in err
+    with pytest.raises(TypeError, match=r"NoTell has no method tell\(candidate, score\)"):
+        ArchitectureSearch(search_strategy=NoTell())
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", " is empty: expected a YAML mapping of the recipe's sections (data:, search:"),
+    (b"- a\n- b\n", " holds a YAML list, not a mapping: expected a YAML mapping"),
+    (b"search: 3\x00\xff\xfe", " is not text (byte 0xff at offset 10 is not UTF-8): expected a YAML mapping"),
+    (b"search:\n  budget: 3\n  seed: 1\n  budget: 4\n",
+     ": the key 'budget' appears twice in one mapping (lines 2 and 4); YAML would keep the last silently"),
+], ids=["empty", "list", "binary", "repeated_key"])
+def test_cli_config_files_that_are_not_recipes_are_named(content, message, capsys, tmp_path):
+    (tmp_path / "bad.yaml").write_bytes(content)
+    code, _, err = cli(capsys, "score", "--config", QUICKSTART, "--config", str(tmp_path / "bad.yaml"),
+                       "--results_dir", str(tmp_path / "r"), *FAST)
+    assert code == 2 and f"lightning-epe score: error: the config file {tmp_path / 'bad.yaml'}{message}" in err, err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command, option, owner", [("search", ["--candidate", "5"], "fit"),
+                                                    ("score", ["--candidate", "5"], "fit"),
+                                                    ("score", ["--refit"], "search"), ("fit", ["--refit"], "search")])
+def test_cli_options_of_another_command_are_refused(command, option, owner, capsys, tmp_path):
+    code, _, err = cli(capsys, command, "--config", QUICKSTART, "--results_dir", str(tmp_path), *FAST, *option)
+    assert code == 2 and f"{option[0]} applies to the {owner} command only; `{command}` would ignore it" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_batch_size_larger_than_the_data_is_recorded_with_a_warning(capsys, tmp_path):
+    with pytest.warns(RuntimeWarning, match=r"the scoring batch size 64 is larger than the training set of BadData "
+                                            r"\(32 samples\): scoring batches have 32 samples"):
+        small_search(tmp_path, batch_size=64).run(BadData())
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["scoring_batch_size"] == 32
+    assert json.loads((tmp_path / "config.json").read_text())["batch_size"] == 64
+
+
+class MixedSizes(BadData):
+    """Images of two sizes (8x8 and 9x9) in one training set."""
+
+    def __init__(self):
+        super().__init__()
+        x, y = self.dataset.tensors
+        self.dataset = [(x[i] if i % 2 else torch.randn(3, 9, 9), y[i]) for i in range(len(y))]
+
+
+def test_images_of_different_sizes_name_the_data_module_and_the_trial(tmp_path):
+    with pytest.raises(ValueError, match=r"the scoring batch of trial 0 from MixedSizes cannot be made into one "
+                                         r"batch: stack expects each tensor to be equal size.*Images of different "
+                                         r"sizes\? Resize or crop"):
+        small_search(tmp_path).run(MixedSizes())
+    assert not (tmp_path / "scores.jsonl").exists()

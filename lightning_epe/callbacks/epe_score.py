@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import math
+import numbers
 from typing import Any, Callable, Iterator
 
 import lightning as L
@@ -12,7 +15,13 @@ from lightning.pytorch.utilities.seed import isolate_rng
 
 from ..deprecation import deprecated
 from ..scores import score_info, score_module
-from ..scores._validation import check_output_selector, explain_error, nan_reason, selecting_output
+from ..scores._validation import (
+    check_output_selector,
+    describe_output_selector,
+    explain_error,
+    nan_reason,
+    selecting_output,
+)
 from ..scores.draws import Draws, DrawValue
 from ..search._checks import MAX_SEED, check_int
 
@@ -106,6 +115,10 @@ class EPEScore(L.Callback):
             raise ValueError("draws combine='rank' ranks candidates against each other; a callback scores one "
                              "network: use 'mean' or 'median'")
         self._batch = batch
+        if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, numbers.Real)
+                                      or math.isnan(min_score)):
+            raise ValueError(f"EPEScore min_score must be a number (on the scale {scale!r}) or None, got "
+                             f"{min_score!r}" + (": NaN would stop every fit" if isinstance(min_score, float) else ""))
         self._min_score = min_score
         self._score_options = dict(score_options or {})
         self._seed = check_int("seed", seed, 0, MAX_SEED, flag="EPEScore(seed=...)")
@@ -128,7 +141,7 @@ class EPEScore(L.Callback):
         """The score measured at initialisation, saved in checkpoints (a resumed fit restores it)."""
         if self.value is None:
             return {}
-        state = {"score": self._score_name, "value": self.value, "values": list(self.values)}
+        state = {"score": self._score_name, "value": self.value, "values": list(self.values), **self._how()}
         if self.per_pair is not None:
             state.update(per_pair=self.per_pair, per_pair_values=list(self.per_pair_values))
         return state
@@ -136,6 +149,17 @@ class EPEScore(L.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict.get("value") is not None:
             self._restored = dict(state_dict)
+
+    def _how(self) -> dict:
+        """What a value depends on besides the network and the batches: restored only when these match."""
+        return {"score_options": self._score_options, "draws": dataclasses.asdict(self._draws), "seed": self._seed,
+                "output": describe_output_selector(self._output)}
+
+    def _changed(self, state: dict) -> list[str]:
+        """What differs between this callback and the one that computed ``state`` (unknown keys: an earlier
+        lightning-epe did not save them)."""
+        how = json.loads(json.dumps(self._how(), default=str))  # (as a checkpoint holds it)
+        return [key for key, value in how.items() if key not in state or state[key] != value]
 
     @property
     def score(self) -> DrawValue | None:
@@ -145,6 +169,13 @@ class EPEScore(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = getattr(trainer, "global_step", 0)
+        changed = self._changed(self._restored) if self._restored is not None else []
+        if changed:
+            rank_zero_warn(f"EPEScore: the checkpoint's {self._score_name} score was computed with other settings "
+                           f"({', '.join(changed)} differ, or were not saved by an earlier lightning-epe), so it is "
+                           f"not restored: scoring again now, at step {step}"
+                           + (" (the network is trained: this is not the score at initialisation)" if step else ""))
+            self._restored = None
         if self._restored is not None:  # fit(ckpt_path=...): the score at initialisation, from the checkpoint
             self.values, self.value = list(self._restored["values"]), self._restored["value"]
             self.per_pair_values = list(self._restored.get("per_pair_values", []))
@@ -154,7 +185,7 @@ class EPEScore(L.Callback):
                                  "without its per-pair value (saved by an earlier lightning-epe); use scale='raw'")
             rank_zero_info(f"EPEScore: the fit resumes at step {step}; the {self._score_name} score at initialisation "
                            "is restored from the checkpoint (the trained network is not scored)")
-        elif step > 0:
+        elif step > 0 and not changed:
             rank_zero_warn(
                 f"EPEScore is not scoring: the fit resumes at step {step} from a checkpoint without EPEScore's state "
                 "(saved without this callback, or by lightning-epe < 0.2), so the network is trained and its score "

@@ -1,4 +1,5 @@
 import math
+import re
 
 import lightning as L
 import pytest
@@ -264,3 +265,28 @@ def test_the_per_pair_value_survives_a_checkpoint_resume(tmp_path):
     t = trainer([resumed], steps=4)
     t.fit(module(), loader(), ckpt_path=path)
     assert resumed.per_pair == first.per_pair and t.global_step == 4
+
+
+@pytest.mark.parametrize("change", [{"score_options": {"class_count": "true"}}, {"draws": 2}, {"seed": 3}],
+                         ids=["score_options", "draws", "seed"])
+def test_a_checkpointed_score_is_restored_only_with_the_same_settings(change, tmp_path):
+    first = EPEScore()
+    path = fit_and_checkpoint(tmp_path, [first])
+    same = EPEScore()
+    trainer([same], steps=3).fit(module(), loader(), ckpt_path=path)
+    assert same.value == first.value  # restored
+    other = EPEScore(**change)
+    key = next(iter(change))
+    with pytest.warns(UserWarning, match=rf"the checkpoint's epe score was computed with other settings \({key} "
+                                         r"differ.*so it is not restored: scoring again now, at step 2 \(the "
+                                         r"network is trained"):
+        trainer([other], steps=3).fit(module(), loader(), ckpt_path=path)
+    assert other.value is not None and other.value != first.value
+
+
+@pytest.mark.parametrize("min_score", [math.nan, "5", True], ids=["nan", "str", "bool"])
+def test_min_score_is_checked_when_the_callback_is_made(min_score):
+    with pytest.raises(ValueError, match=rf"EPEScore min_score must be a number \(on the scale 'raw'\) or None, got "
+                                         rf"{re.escape(repr(min_score))}"):
+        EPEScore(min_score=min_score)
+    assert EPEScore(min_score=3)._min_score == 3 and EPEScore(min_score=-math.inf)._min_score == -math.inf

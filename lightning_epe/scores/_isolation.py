@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.parameter import UninitializedBuffer
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 # (backend, op) pairs of torch's float32 precision switches: "ieee" is true float32 arithmetic;
 # "tf32"/"bf16" (cuDNN convs on Ampere+ default to TF32; torch.set_float32_matmul_precision("medium")
@@ -147,6 +147,48 @@ def restored_buffers(modules: list[nn.Module]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def restored_parameters(modules: list[nn.Module]) -> Iterator[None]:
+    """The model as found on exit, whatever its forward did: the submodules, parameters and buffers each
+    module holds (a forward that replaces a submodule or a parameter, or adds one), and the parameters'
+    values (a forward that changes its own weights, in place or through ``.data``).
+
+    The values are checked with one concatenated copy per dtype and device (not one copy per tensor:
+    launches on a GPU) and written back only if they changed.
+    """
+    held = [(m, dict(m._modules), dict(m._parameters), dict(m._buffers)) for m in modules]
+    params, seen = [], set()
+    for _, _, parameters, _ in held:
+        for p in parameters.values():
+            if (p is not None and id(p) not in seen and not isinstance(p, UninitializedParameter)
+                    and not p.is_meta):
+                seen.add(id(p))
+                params.append((p, p.data, p.data_ptr(), p.shape))
+    groups: dict = {}
+    for p, *_ in params:
+        groups.setdefault((p.device, p.dtype), []).append(p)
+    with torch.no_grad():
+        saved = {key: torch.cat([p.detach().reshape(-1) for p in group]) for key, group in groups.items()}
+    try:
+        yield
+    finally:
+        for module, children, parameters, buffers in held:
+            for now, before in ((module._modules, children), (module._parameters, parameters),
+                                (module._buffers, buffers)):
+                if now.keys() != before.keys() or any(now[k] is not v for k, v in before.items()):
+                    now.clear()
+                    now.update(before)
+        with torch.no_grad():
+            for p, data, pointer, shape in params:  # ``p.data = other`` inside forward
+                if p.data_ptr() != pointer or p.shape != shape:
+                    p.data = data
+            for key, group in groups.items():
+                flat = saved[key]
+                if not torch.equal(torch.cat([p.detach().reshape(-1) for p in group]), flat):
+                    for p, value in zip(group, flat.split([p.numel() for p in group])):
+                        p.data.copy_(value.view_as(p))
+
+
+@contextlib.contextmanager
 def scoring_modes(model: nn.Module, modules: list[nn.Module], train: bool) -> Iterator[None]:
     """The model in train (or eval) mode with dropout and drop-path off; each module's mode restored on exit."""
     modes = [m.training for m in modules]
@@ -195,7 +237,8 @@ def scoring_context(model: nn.Module, device: torch.device, train: bool = True) 
     gradient taken with ``torch.autograd.grad`` w.r.t. the input alone skips them for built-in
     ops anyway, this also covers custom autograd Functions), standard BatchNorm running statistics
     detached (train mode: they do not change the batch statistics used). On exit the model's
-    buffers (BatchNorm running statistics and counters), ``requires_grad`` flags, modes, the global
+    buffers (BatchNorm running statistics and counters), its parameters and submodules (a forward that
+    changes its own weights or replaces a submodule), ``requires_grad`` flags, modes, the global
     RNG states and the precision switches are restored exactly.
     """
     if torch.is_inference_mode_enabled():
@@ -210,6 +253,7 @@ def scoring_context(model: nn.Module, device: torch.device, train: bool = True) 
         if train:
             stack.enter_context(parked_running_stats(modules))
         stack.enter_context(restored_buffers(modules))
+        stack.enter_context(restored_parameters(modules))
         stack.enter_context(torch.random.fork_rng(devices=[device] if device.type == "cuda" else []))
         stack.enter_context(torch.enable_grad())
         stack.enter_context(torch.autocast(device.type, enabled=False))

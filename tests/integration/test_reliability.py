@@ -1128,3 +1128,49 @@ def test_images_of_different_sizes_name_the_data_module_and_the_trial(tmp_path):
                                          r"sizes\? Resize or crop"):
         small_search(tmp_path).run(MixedSizes())
     assert not (tmp_path / "scores.jsonl").exists()
+
+
+class SelfChanging(nn.Module):
+    """A network whose forward changes itself: its weights (in place, through ``.data``, or by replacing
+    ``.data``), a parameter object, a submodule, or a new submodule."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.net = NB201Space().build(1601, num_classes=4, **TINY)
+
+    def forward(self, x):
+        classifier = self.net.classifier
+        if self.how == "in_place":
+            with torch.no_grad():
+                classifier.weight.mul_(2)
+        elif self.how == "data":
+            classifier.weight.data.add_(1)
+        elif self.how == "data_replaced":
+            classifier.weight.data = classifier.weight.data * 3
+        elif self.how == "parameter_replaced":
+            classifier.bias = nn.Parameter(classifier.bias.detach() + 1)
+        elif self.how == "submodule_replaced":
+            self.net.classifier = nn.Linear(classifier.in_features, 4)
+        elif self.how == "submodule_added":
+            self.extra = nn.Linear(2, 2)
+        return self.net(x)
+
+
+@pytest.mark.parametrize("how", ["in_place", "data", "data_replaced", "parameter_replaced", "submodule_replaced",
+                                 "submodule_added"])
+def test_scoring_leaves_a_self_changing_model_as_found(how):
+    from lightning_epe.scores import get_score
+
+    torch.manual_seed(0)
+    model = SelfChanging(how)
+    x, y = BadData().dataset.tensors
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modules = dict(model.named_modules())
+    parameters = dict(model.named_parameters())
+    for name in ("epe", "naswot", "grad_norm", "zico"):
+        get_score(name)(model, x, y)
+        assert dict(model.named_modules()) == modules, name  # the same module objects, none added
+        assert dict(model.named_parameters()) == parameters, name  # the same Parameter objects
+        after = model.state_dict()
+        assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items()), name

@@ -319,6 +319,8 @@ def read_directory(directory) -> tuple[dict | None, dict]:
     """``(config.json, summary.json)`` of a results directory, read under its lock (None / {} when missing or
     damaged)."""
     directory = Path(directory)
+    if not directory.is_dir():
+        return None, {}
     lock = DirectoryLock(directory)
     try:
         lock.acquire()
@@ -338,6 +340,7 @@ def record_fit(directory, expected_config: dict | None, result: dict) -> Path | 
     error) save it beside the directory and warn with the path (returned). Never raises: the training is done."""
     directory = Path(directory)
     try:
+        directory.mkdir(parents=True, exist_ok=True)
         with DirectoryLock(directory):
             current = _read_json_file(directory / CONFIG, "it is ignored")
             if current != expected_config:

@@ -1174,3 +1174,12 @@ def test_scoring_leaves_a_self_changing_model_as_found(how):
         assert dict(model.named_parameters()) == parameters, name  # the same Parameter objects
         after = model.state_dict()
         assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items()), name
+
+
+def test_fit_into_a_new_results_directory_records_there(tmp_path, monkeypatch):
+    fit_while(monkeypatch, lambda: None)
+    search = small_search(tmp_path / "new")
+    search.fit(fake_trainer(), BadData(), candidate=1601)
+    summary = json.loads((tmp_path / "new" / "summary.json").read_text())
+    assert summary["trained"] == 1601 and summary["test_accuracy"] == 0.5
+    assert not list(tmp_path.glob("new.fit-*.json")) and not (tmp_path / "new" / "lock").exists()

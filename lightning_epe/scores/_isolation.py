@@ -6,6 +6,7 @@ state it touches (modes, ``requires_grad`` flags, buffers, RNG, precision switch
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import warnings
 from typing import Iterator
@@ -146,6 +147,21 @@ def restored_buffers(modules: list[nn.Module]) -> Iterator[None]:
                 b.copy_(value)
 
 
+_OWNED: contextvars.ContextVar[bool] = contextvars.ContextVar("lightning_epe_owned_networks", default=False)
+
+
+@contextlib.contextmanager
+def owned_networks() -> Iterator[None]:
+    """Inside, the networks scored belong to the caller, which rebuilds or redraws them for the next score (the
+    search: a fresh build, or ``NB201Builder``, which redraws every value and starts over when a score changed
+    the network's structure): ``restored_parameters`` is skipped, saving a copy of the weights per score."""
+    token = _OWNED.set(True)
+    try:
+        yield
+    finally:
+        _OWNED.reset(token)
+
+
 @contextlib.contextmanager
 def restored_parameters(modules: list[nn.Module]) -> Iterator[None]:
     """The model as found on exit, whatever its forward did: the submodules, parameters and buffers each
@@ -253,7 +269,8 @@ def scoring_context(model: nn.Module, device: torch.device, train: bool = True) 
         if train:
             stack.enter_context(parked_running_stats(modules))
         stack.enter_context(restored_buffers(modules))
-        stack.enter_context(restored_parameters(modules))
+        if not _OWNED.get():
+            stack.enter_context(restored_parameters(modules))
         stack.enter_context(torch.random.fork_rng(devices=[device] if device.type == "cuda" else []))
         stack.enter_context(torch.enable_grad())
         stack.enter_context(torch.autocast(device.type, enabled=False))

@@ -15,6 +15,7 @@ import torch
 
 from ..deprecation import deprecated
 from ..scores import score_info
+from ..scores._isolation import owned_networks
 from ..scores._validation import (
     check_output_selector,
     describe_output_selector,
@@ -210,7 +211,7 @@ class ArchitectureSearch:
 
         try:
             built.append(builder.build(candidate, record["seed"]))
-            with selecting_output(self.output):
+            with selecting_output(self.output), owned_networks():  # (its networks: restoring them is not needed)
                 values = score_draws(build, draw_batches, self.draws, score=self.score_name, seed=record["seed"],
                                      model=built[0], device=builder.device, **self.score_options)
             if self.draws.k > 1 or self.draws.relative:

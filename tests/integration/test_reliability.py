@@ -1183,3 +1183,40 @@ def test_fit_into_a_new_results_directory_records_there(tmp_path, monkeypatch):
     summary = json.loads((tmp_path / "new" / "summary.json").read_text())
     assert summary["trained"] == 1601 and summary["test_accuracy"] == 0.5
     assert not list(tmp_path.glob("new.fit-*.json")) and not (tmp_path / "new" / "lock").exists()
+
+
+def test_the_search_does_not_copy_its_own_networks_and_scores_them_as_the_plain_function():
+    """The search's networks are its own (rebuilt, or redrawn by NB201Builder, for every candidate): scoring
+    them skips ``restored_parameters``; their scores equal the plain function's on fresh networks."""
+    from lightning_epe.scores import _isolation
+
+    class SelfChangingSpace(FaultySpace):
+        def build(self, candidate, num_classes=10, **options):
+            return SelfChanging("in_place")
+
+    copies = []
+    real = _isolation.restored_parameters
+
+    def counting(modules):
+        copies.append(len(modules))
+        return real(modules)
+
+    _isolation.restored_parameters = counting
+    try:
+        search = ArchitectureSearch(SelfChangingSpace(), budget=2, accelerator="cpu", progress=False)
+        result = search.run(BadData())
+        assert copies == []
+        batches = search_batches(search)
+        for record in result.records:
+            torch.manual_seed(search.candidate_seed(record["trial"]))
+            assert record["score"] == epe_score(SelfChanging("in_place"), *batches)
+        assert copies  # the plain function restores the user's model
+    finally:
+        _isolation.restored_parameters = real
+
+
+def search_batches(search):
+    from lightning_epe.search.batches import ScoringBatches
+
+    return ScoringBatches(BadData(), search.batch_size, search.batch_policy, search.seed, torch.device("cpu"),
+                          num_classes=4)(0)

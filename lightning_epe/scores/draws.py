@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .._seeding import seeded
-from .ensemble import average_ranks
+from .ranking import average_ranks
 from .registry import score_info
 
 OVER = ("batches", "inits", "both")

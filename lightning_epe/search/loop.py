@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Hashable
+from typing import Any, Hashable, Protocol
 
 import torch
 
@@ -22,8 +22,38 @@ from .progress import console, leaderboard, search_progress
 from .store import MemoryStore, ResultsStore, best_record
 from .strategies import make_strategy
 
-if TYPE_CHECKING:
-    from .search import ArchitectureSearch
+
+class SearchSettings(Protocol):
+    """What the loop reads of the search that runs it (an :class:`~lightning_epe.search.ArchitectureSearch`):
+    its settings, and the steps it delegates (``config``, ``build_options_for``, ``score_candidate``, ``rank``).
+    The loop does not import the search, which imports the loop."""
+
+    space: Any
+    search_strategy: Any
+    budget: int | None
+    seed: int
+    batch_policy: str
+    batch_size: int | None
+    accelerator: str
+    devices: int | str
+    num_nodes: int
+    strategy: str
+    num_classes: int | None
+    results_dir: str | None
+    force: bool
+    progress: bool
+    logger: Any
+    draws: Any
+    score_label: str
+    relative: bool
+
+    def config(self, datamodule=None) -> dict: ...
+
+    def build_options_for(self, datamodule) -> dict: ...
+
+    def score_candidate(self, candidate: Hashable, trial: int, batches: ScoringBatches, builder: Builder) -> dict: ...
+
+    def rank(self, records: list[dict]) -> None: ...
 
 
 @dataclasses.dataclass
@@ -41,7 +71,7 @@ class SearchResult:
 class SearchLoop:
     """Runs ``search`` over ``datamodule`` once: ``run()`` returns the :class:`SearchResult`."""
 
-    def __init__(self, search: ArchitectureSearch, datamodule, files: dict[str, str] | None = None):
+    def __init__(self, search: SearchSettings, datamodule, files: dict[str, str] | None = None):
         self.search, self.datamodule = search, datamodule
         self.files = dict(files or {})  # extra files for the results directory (the CLI's config.yaml)
         self.records: list[dict] = []  # in trial order: replayed and newly scored

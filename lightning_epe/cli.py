@@ -1,4 +1,4 @@
-"""The ``lightning-epe`` command: ``search``, ``score``, ``fit`` and ``benchmark``.
+"""The ``lightning-epe`` command: ``search``, ``score``, ``fit``, ``benchmark`` and ``recipes``.
 
 Configuration follows LightningCLI conventions (jsonargparse): subcommands from
 ``add_subcommands``, ``--config FILE`` (YAML) after the subcommand, dotted overrides such as
@@ -6,6 +6,8 @@ Configuration follows LightningCLI conventions (jsonargparse): subcommands from
 strategy of your own and loggers, and ``--print_config`` to show the effective configuration.
 Arguments are applied in order: an option after ``--config`` overrides the recipe, one before it is
 overridden by it; ``--print_config`` goes last, after every override, to show the effective values.
+``--config`` takes a file or the name of a built-in recipe (``--config quickstart``; ``lightning-epe recipes``
+lists them): the package ships them, so they run from any directory after ``pip install``.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ COMMANDS = {
     "fit": "train one given candidate",
     "benchmark": "rank correlations and the paper's search table against NAS-Bench-201 ground truth",
 }
+RECIPES_COMMAND = "recipes"  # lists the built-in recipes (no options, no torch)
 # The scoring-device keys at the top level of a recipe override the search section's.
 DEVICE_KEYS = ("accelerator", "devices", "num_nodes", "strategy")
 # Trainer options that do not change what a training computes: a finished training with other values of
@@ -49,7 +52,8 @@ def _experiment_parser(command: str) -> ArgumentParser:
 
     parser = ArgumentParser(description=COMMANDS[command], exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile,
-                        help="a YAML recipe; options after it override it (and --print_config goes last)")
+                        help="a YAML recipe: a file, or a built-in recipe's name (`lightning-epe recipes` lists them); "
+                             "options after it override it (and --print_config goes last)")
     parser.add_argument("--seed_everything", type=int, default=0, help="seed for lightning.seed_everything")
     parser.add_subclass_arguments(L.LightningDataModule, "data", required=True, help="the data module")
     parser.add_argument("--results_dir", type=str | None, default=None,
@@ -241,9 +245,11 @@ def _finished_fit(directory: str, candidate, fit_id: str) -> dict | None:
 
 def _usage() -> str:
     """The top-level help, without importing torch or Lightning (it must be instant)."""
-    lines = [f"usage: lightning-epe [--version] {{{','.join(COMMANDS)}}} --config FILE [options]", "",
+    lines = [f"usage: lightning-epe [--version] {{{','.join(COMMANDS)}}} --config RECIPE [options]",
+             f"       lightning-epe {RECIPES_COMMAND}", "",
              "Training-free neural architecture search (EPE-NAS) for PyTorch Lightning.", "", "commands:"]
     lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
+    lines += [f"  {RECIPES_COMMAND:<10} list the built-in recipes (RECIPE: a file or one of their names)"]
     lines += ["", "Run 'lightning-epe COMMAND --help' for a command's options.", "  --version  print the version",
               "", "Threads: OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE) unless OMP_WAIT_POLICY is set,",
               "so a busy machine does not slow scoring down many times; OMP_NUM_THREADS sets their number."]
@@ -257,6 +263,34 @@ def _accepted_hint(message: str) -> str:
     match = re.search(r'key "([\w.]+)"', message)
     accepted = ACCEPTED.get(match.group(1).rsplit(".", 1)[-1]) if match else None
     return f"\n  accepted for --{match.group(1)}: {accepted}" if accepted else ""
+
+
+def built_in_recipes(argv: list[str]) -> list[str]:
+    """``argv`` with each ``--config NAME`` that is not a file replaced by the built-in recipe of that name."""
+    from .recipes import recipe_path
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            out[i + 1] = recipe_path(out[i + 1])
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + recipe_path(arg.removeprefix("--config="))
+    return out
+
+
+def _list_recipes(args: list[str]) -> int:
+    """``lightning-epe recipes``: one line per built-in recipe (its name and summary), then where they are."""
+    from .recipes import FOLDER, list_recipes
+
+    if args:
+        print(f"lightning-epe {RECIPES_COMMAND}: takes no options, got {' '.join(args)}", file=sys.stderr)
+        return 2
+    recipes = list_recipes()
+    width = max(map(len, recipes))
+    for name, summary in recipes.items():
+        print(f"{name:<{width}}  {summary}")
+    print(f"\nRun one with `lightning-epe search --config NAME`; the files are in {FOLDER}/ (copy one to change it).")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,9 +314,18 @@ def _main(argv: list[str]) -> int:
         print(f"lightning-epe {__version__}")
         return 0
     command = argv[0]
+    if command == RECIPES_COMMAND:
+        return _list_recipes(argv[1:])
     if command not in COMMANDS:
-        print(f"lightning-epe: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        print(f"lightning-epe: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}, "
+              f"{RECIPES_COMMAND}", file=sys.stderr)
         return 2
+    if command != "benchmark":
+        try:
+            argv = built_in_recipes(argv)
+        except ValueError as err:
+            print(f"lightning-epe {command}: error: {err}", file=sys.stderr)
+            return 2
     subparser = subcommand_parser(command)
     try:
         cfg = build_parser({command: subparser}).parse_args(argv)[command]

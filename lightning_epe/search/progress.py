@@ -109,7 +109,8 @@ def ranked(records: list[dict]) -> list[dict]:
 def leaderboard(records: list[dict], top: int = 10, title: str = "leaderboard") -> Table:
     failed = sum(r.get("error") is not None for r in records)
     undefined = sum(r.get("score") is None and r.get("error") is None for r in records)
-    table = Table(title=title, caption=f"{len(records)} scored, {undefined} NaN, {failed} failed")
+    scored = len(records) - failed - undefined
+    table = Table(title=title, caption=f"{scored} scored, {undefined} NaN, {failed} failed")
     for column, justify in (("rank", "right"), ("trial", "right"), ("candidate", "left"),
                             ("score", "right"), ("seconds", "right")):
         table.add_column(column, justify=justify)

@@ -20,7 +20,7 @@ from ..scores._validation import (
     selecting_output,
 )
 from ..scores.draws import Draws, rank_draws, score_draws
-from ..spaces import CandidateSpace, NB201Space
+from ..spaces import CandidateSpace, ListSpace, NB201Space
 from ..spaces.base import Builder
 from ._checks import MAX_SEED, check_int
 from .batches import ScoringBatches
@@ -37,7 +37,10 @@ class ArchitectureSearch:
     """Score candidates of a space with a training-free score and pick the best.
 
     Args:
-        space: the candidate space (default: NAS-Bench-201).
+        space: the candidate space (default: NAS-Bench-201), or a plain list or dict of candidates (factories
+            returning an ``nn.Module``, timm model names, or name -> factory; a
+            :class:`~lightning_epe.spaces.ListSpace`, whose names are the record ids). With the default
+            strategy and budget, a list is scored whole, each candidate once (``exhaustive``).
         score: a registered score name (see ``lightning_epe.scores.list_scores()``), or the dotted
             path of a function registered with ``@register_score``.
         search_strategy: a registered name, ``random`` (the paper: uniform with replacement),
@@ -86,7 +89,7 @@ class ArchitectureSearch:
 
     def __init__(
         self,
-        space: CandidateSpace | None = None,
+        space: CandidateSpace | list[str] | dict[str, str] | None = None,
         score: str = "epe",
         search_strategy: Strategy | str = "random",
         budget: int | None = 100,
@@ -112,6 +115,10 @@ class ArchitectureSearch:
     ):
         search_strategy, strategy = _renamed_strategies(search_strategy, strategy, distributed_strategy,
                                                         population, sample_size)
+        if isinstance(space, (list, tuple, dict)):  # a plain list: rank it whole unless told otherwise
+            space = ListSpace(space)
+            if search_strategy == "random" and budget == 100:
+                search_strategy, budget = "exhaustive", None
         self.space = space if space is not None else NB201Space()
         self.score_name = score
         self.score_info = score_info(score)

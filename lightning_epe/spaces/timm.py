@@ -97,13 +97,25 @@ class TimmSpace(CandidateSpace):
         self._expand(name)  # validates the name with close matches
         return self._format(name, kwargs)
 
+    @classmethod
+    def create_args(cls, candidate: str) -> dict:
+        """The ``timm.create_model`` arguments of a candidate: ``'resnet18 {"drop_path_rate": 0.1}'`` ->
+        ``{"model_name": "resnet18", "drop_path_rate": 0.1}``; build the winner with
+        ``timm.create_model(**args, num_classes=...)`` (untrained; ``in_chans`` for other than 3 channels)."""
+        name, kwargs = cls.split(candidate)
+        cls._expand(name)
+        return {"model_name": name, **kwargs}
+
     def mutate(self, candidate: str, rng) -> str:
         """Another candidate of the space (timm models have no shared structure to mutate)."""
         others = [c for c in self.candidates if c != candidate]
         return rng.choice(others) if others else candidate
 
     def build(self, candidate: str, num_classes: int = 10, in_channels: int = 3, **options) -> nn.Module:
-        name, kwargs = self.split(candidate)
-        self._expand(name)
-        return _timm().create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels,
-                                    **kwargs, **options)
+        return create(candidate, num_classes=num_classes, in_channels=in_channels, **options)
+
+
+def create(candidate: str, num_classes: int = 10, in_channels: int = 3, **options) -> nn.Module:
+    """The untrained network of a timm candidate (``"resnet18"`` or ``'resnet18 {"drop_rate": 0.1}'``)."""
+    args = TimmSpace.create_args(candidate)
+    return _timm().create_model(**args, pretrained=False, num_classes=num_classes, in_chans=in_channels, **options)

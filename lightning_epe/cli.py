@@ -64,6 +64,13 @@ def _experiment_parser(command: str) -> ArgumentParser:
     parser.add_argument("--refit", action=ActionYesNo, default=False,
                         help="search: train the best again even when summary.json already holds its finished "
                              "training with this configuration")
+    parser.add_argument("--module", type=str | None, default=None,
+                        help="your own LightningModule class, or a factory network -> LightningModule, as a dotted "
+                             "path "
+                             "(my_package.MyModule): it trains the best, called as module(network, **module_options), "
+                             "instead of CandidateModule (the model section is then not used)")
+    parser.add_argument("--module_options", type=dict | None, default=None,
+                        help="keyword arguments of --module (YAML: module_options: {lr: 0.01})")
     parser.add_argument("--logger", type=Logger | list[Logger] | None, default=None,
                         help="a Lightning logger (or a list) for the whole job: the search logs every candidate to "
                              "it and the training too (replacing trainer.logger); search.logger: the search only")
@@ -165,9 +172,27 @@ def _run_experiment(command: str, cfg: Namespace, parser: ArgumentParser) -> dic
                               f"{torch_threads()}: training again here would give slightly different numbers "
                               "(README: which numbers repeat)", soft_wrap=True)
             return {"best": best, "test": done.get("test_metrics")}
-    metrics = search.fit(init.trainer, datamodule, fit_config_id=fit_id, **cfg.model.as_dict())
-    console.print(f"[bold green]test accuracy of the best candidate[/]: {metrics['test_acc']:.4f}", soft_wrap=True)
+    metrics = search.fit(init.trainer, datamodule, fit_config_id=fit_id, **_module_options(cfg))
+    _report_test(metrics, "the best candidate")
     return {"best": best, "test": metrics}
+
+
+def _module_options(cfg: Namespace) -> dict:
+    """``search.fit``'s keyword arguments of the module that trains: ``--module`` and its options, or the model
+    section (CandidateModule's)."""
+    if cfg.module is None:
+        return cfg.model.as_dict()
+    return {"module": cfg.module, **(cfg.module_options or {})}
+
+
+def _report_test(metrics: dict, what: str) -> None:
+    from .search.progress import console
+
+    if "test_acc" in metrics:
+        console.print(f"[bold green]test accuracy of {what}[/]: {metrics['test_acc']:.4f}", soft_wrap=True)
+    else:
+        console.print(f"[bold green]trained {what}[/]" + (f"; test metrics: {metrics}" if metrics else
+                      " (the module has no test_step, or logs no test_acc)"), soft_wrap=True)
 
 
 def torch_threads() -> int:
@@ -201,9 +226,8 @@ def _fit(cfg: Namespace, parser: ArgumentParser, init: Namespace, search) -> dic
     if best and candidate == search.space.parse(best["candidate"]):
         search.results_dir = directory  # the directory's best: its training goes into its summary.json
     fit_id = fit_config_id(parser, cfg, candidate, search, init.data)
-    metrics = search.fit(init.trainer, init.data, candidate=candidate, fit_config_id=fit_id, **cfg.model.as_dict())
-    console.print(f"[bold green]test accuracy of {search.describe(candidate)}[/]: {metrics['test_acc']:.4f}",
-                  soft_wrap=True)
+    metrics = search.fit(init.trainer, init.data, candidate=candidate, fit_config_id=fit_id, **_module_options(cfg))
+    _report_test(metrics, search.describe(candidate))
     return {"test": metrics}
 
 
@@ -225,7 +249,9 @@ def fit_config_id(parser: ArgumentParser, cfg: Namespace, candidate, search, dat
             "build_options": search.build_options_for(datamodule),
             "num_classes": search.num_classes or getattr(datamodule, "num_classes", None),
             "seed_everything": dumped.get("seed_everything"), "data": dumped.get("data"),
-            "model": dumped.get("model"), "trainer": trainer}
+            "model": dumped.get("model"), "trainer": trainer,
+            **({"module": dumped.get("module"), "module_options": dumped.get("module_options")}
+               if dumped.get("module") else {})}
     text = json.dumps(part, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -262,12 +262,14 @@ class ArchitectureSearch:
         for record, value in zip(scored, values):
             record["score"] = _finite(value)
 
-    def fit(self, trainer, datamodule, candidate: Hashable | None = None, *, fit_config_id: str | None = None,
-            **module_options) -> dict:
+    def fit(self, trainer, datamodule, candidate: Hashable | None = None, *, module: Callable | str | None = None,
+            fit_config_id: str | None = None, **module_options) -> dict:
         """Train ``candidate`` (default: the best of the search, which runs first if it has not) with a
         normal ``lightning.Trainer``, test it, and return the test metrics.
 
-        ``module_options`` go to :class:`lightning_epe.CandidateModule` (optimiser settings ...). With a
+        ``module``: your own LightningModule class, or a factory, called as ``module(network, **module_options)``
+        with the winner's untrained network (or its dotted path); a module without ``test_step`` is not tested.
+        Default: :class:`lightning_epe.CandidateModule`, which ``module_options`` configure (optimiser ...). With a
         ``results_dir``, ``summary.json`` records the trained candidate, its test metrics and ``fit``: the
         torch version, threads (``torch.get_num_threads()``: the training's numbers depend on it), whether
         the Trainer was deterministic, the seconds, and ``config_id`` (``fit_config_id``: what the command
@@ -285,7 +287,7 @@ class ArchitectureSearch:
         threads = torch.get_num_threads()
         metrics = fit_and_test(trainer, datamodule, candidate, space=self.space,
                                num_classes=self.num_classes or datamodule.num_classes,
-                               build_options=self.build_options_for(datamodule), **module_options)
+                               build_options=self.build_options_for(datamodule), module=module, **module_options)
         if self.results_dir:
             fit = {"torch_threads": threads, "torch_version": torch.__version__,
                    "deterministic": torch.are_deterministic_algorithms_enabled(),

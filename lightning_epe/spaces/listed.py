@@ -137,12 +137,37 @@ class ListSpace(CandidateSpace):
             raise TypeError(f"candidate {candidate!r}: its factory returned {type(network).__name__}, not an nn.Module")
         return network
 
+    def config(self, candidate: str | None = None) -> dict | None:
+        """A list of ``candidate`` alone (or of all), each entry a timm name or a factory's dotted path; None when
+        a factory has none (a lambda, a local function): reloading a checkpoint then needs the space."""
+        names = [self.parse(candidate)] if candidate is not None else list(self.entries)
+        models = {name: _locator(self.entries[name]) for name in names}
+        if any(value is None for value in models.values()):
+            return None
+        return {"class_path": "lightning_epe.spaces.ListSpace", "init_args": {"models": models}}
+
     def create_args(self, candidate: str) -> dict | None:
         """For a timm candidate, its ``timm.create_model`` arguments ``{"model_name": ..., **kwargs}``; else None."""
         entry = self.entries[self.parse(candidate)]
         if not isinstance(entry, str):
             return None
         return TimmSpace.create_args(entry)
+
+
+def _locator(entry) -> str | None:
+    """A timm name as is; a factory's dotted path when importing it gives it back; else None."""
+    if isinstance(entry, str):
+        return entry
+    module, qualname = getattr(entry, "__module__", None), getattr(entry, "__qualname__", "")
+    if not module or "<" in qualname:
+        return None
+    try:
+        found = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        return None
+    return f"{module}.{qualname}" if found is entry and "." not in qualname else None
 
 
 def _parameters(factory) -> dict | None:

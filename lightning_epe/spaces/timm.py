@@ -33,11 +33,20 @@ class TimmSpace(CandidateSpace):
         grid: optional ``create_model`` keyword arguments, each with a list of values; every model
             is combined with every point of the grid.
         exclude: wildcard patterns of names to leave out.
+        candidates: instead of the three above, the candidates themselves (``'resnet18 {"drop_rate": 0.1}'``).
     """
 
     name = "timm"
 
-    def __init__(self, models: list[str], grid: dict[str, list] | None = None, exclude: list[str] | None = None):
+    def __init__(self, models: list[str] | None = None, grid: dict[str, list] | None = None,
+                 exclude: list[str] | None = None, candidates: list[str] | None = None):
+        if candidates is not None:  # the candidates themselves, as config() gives them (no expansion)
+            if models is not None or grid or exclude:
+                raise ValueError("TimmSpace takes models (with grid, exclude) or candidates, not both")
+            self.candidates = [self.parse(c) for c in candidates]
+            return
+        if models is None:
+            raise ValueError("TimmSpace needs models: timm model names or patterns")
         if isinstance(models, str):
             models = [models]
         if not models:
@@ -96,6 +105,11 @@ class TimmSpace(CandidateSpace):
         name, kwargs = self.split(text)
         self._expand(name)  # validates the name with close matches
         return self._format(name, kwargs)
+
+    def config(self, candidate: str | None = None) -> dict:
+        """A space of ``candidate`` alone (its name and grid point), or of all the candidates."""
+        models = [candidate] if candidate is not None else list(self.candidates)
+        return {"class_path": "lightning_epe.spaces.TimmSpace", "init_args": {"candidates": models}}
 
     @classmethod
     def create_args(cls, candidate: str) -> dict:

@@ -18,7 +18,7 @@ from ..spaces.base import Builder
 from .batches import ScoringBatches
 from .distributed import Workers
 from .loggers import SearchLogging, as_loggers
-from .progress import console, leaderboard, search_progress
+from .progress import console, leaderboard, report_failure, search_progress
 from .store import MemoryStore, ResultsStore, best_record
 from .strategies import make_strategy
 
@@ -162,6 +162,8 @@ class SearchLoop:
             if record["trial"] in self.store:  # replayed from the results directory
                 continue
             self.store.append(record)
+            if record["error"] is not None and self.reporting:  # said when it fails, not only in the footer
+                report_failure(record)
             self.best = best_record([self.best, record] if self.best else [record])
             self.update_progress(_best_text(self.best))
         for (_, candidate), record in zip(self.round, self.records[-len(self.round):]):
@@ -233,6 +235,7 @@ class SearchLoop:
             "failed": sum(r["error"] is not None for r in self.records),
             "score_seconds_total": round(sum(r["seconds"] for r in self.records), 3),
             "last_run_seconds": round(seconds, 3),
+            "seed": self.search.seed,
             "torch_threads": torch.get_num_threads(),  # scores repeat bit for bit on the same machine and threads
         })
         self.store.write_summary(summary)

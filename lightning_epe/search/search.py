@@ -49,7 +49,9 @@ class ArchitectureSearch:
             instance (YAML: ``class_path``/``init_args``), e.g. ``RegularizedEvolution(population=50)``.
         budget: number of candidates to score, an int >= 1 (exhaustive: None means the whole space).
         seed: seeds the strategy, the scoring batches and every candidate's initialisation (an int in
-            0..4294967295, as ``lightning.seed_everything``).
+            0..4294967295, as ``lightning.seed_everything``). None (default): Lightning's global seed when one is
+            set (``seed_everything(s)`` before creating the search, or ``PL_GLOBAL_SEED``), else 0. ``seed`` then
+            holds the seed used, recorded in ``config.json`` and ``summary.json``.
         batch_policy: ``fixed`` (one batch for every candidate) or ``fresh`` (a new augmented
             batch per candidate, as the official search).
         batch_size: scoring batch size, an int >= 2 (default: the datamodule's ``batch_size``).
@@ -93,7 +95,7 @@ class ArchitectureSearch:
         score: str = "epe",
         search_strategy: Strategy | str = "random",
         budget: int | None = 100,
-        seed: int = 0,
+        seed: int | None = None,
         batch_policy: str = "fixed",
         batch_size: int | None = None,
         accelerator: str = "auto",
@@ -123,7 +125,7 @@ class ArchitectureSearch:
         self.score_name = score
         self.score_info = score_info(score)
         budget = check_int("budget", budget, 1, none="None: the whole space, exhaustive only")
-        seed = check_int("seed", seed, 0, MAX_SEED)
+        seed = check_int("seed", global_seed() if seed is None else seed, 0, MAX_SEED)
         batch_size = check_int("batch_size", batch_size, 2, none="None: the datamodule's batch_size")
         num_classes = check_int("num_classes", num_classes, 1, none="None: the datamodule's num_classes")
         make_strategy(search_strategy, self.space, budget, seed)  # validate early
@@ -300,6 +302,17 @@ class ArchitectureSearch:
                                 "trained": candidate, "fit": fit})
                 store.write_summary(summary)
         return metrics
+
+
+def global_seed() -> int:
+    """Lightning's global seed (``seed_everything`` sets ``PL_GLOBAL_SEED``), or 0 when none is set."""
+    value = os.environ.get("PL_GLOBAL_SEED")
+    if value is None:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"PL_GLOBAL_SEED={value!r} is not an int in 0..{MAX_SEED}: unset it or pass seed=") from None
 
 
 def _renamed_strategies(search_strategy, strategy, distributed_strategy, population, sample_size):

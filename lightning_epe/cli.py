@@ -1,4 +1,4 @@
-"""The ``lightning-epe`` command: ``search``, ``score``, ``fit`` and ``benchmark``.
+"""The ``lightning-epe`` command: ``search``, ``score``, ``fit``, ``benchmark`` and ``recipes``.
 
 Configuration follows LightningCLI conventions (jsonargparse): subcommands from
 ``add_subcommands``, ``--config FILE`` (YAML) after the subcommand, dotted overrides such as
@@ -6,6 +6,8 @@ Configuration follows LightningCLI conventions (jsonargparse): subcommands from
 strategy of your own and loggers, and ``--print_config`` to show the effective configuration.
 Arguments are applied in order: an option after ``--config`` overrides the recipe, one before it is
 overridden by it; ``--print_config`` goes last, after every override, to show the effective values.
+``--config`` takes a file or the name of a built-in recipe (``--config quickstart``; ``lightning-epe recipes``
+lists them): the package ships them, so they run from any directory after ``pip install``.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -30,6 +33,7 @@ COMMANDS = {
     "fit": "train one given candidate",
     "benchmark": "rank correlations and the paper's search table against NAS-Bench-201 ground truth",
 }
+RECIPES_COMMAND = "recipes"  # lists the built-in recipes (no options, no torch)
 # The scoring-device keys at the top level of a recipe override the search section's.
 DEVICE_KEYS = ("accelerator", "devices", "num_nodes", "strategy")
 # Trainer options that do not change what a training computes: a finished training with other values of
@@ -49,7 +53,8 @@ def _experiment_parser(command: str) -> ArgumentParser:
 
     parser = ArgumentParser(description=COMMANDS[command], exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile,
-                        help="a YAML recipe; options after it override it (and --print_config goes last)")
+                        help="a YAML recipe: a file, or a built-in recipe's name (`lightning-epe recipes` lists them); "
+                             "options after it override it (and --print_config goes last)")
     parser.add_argument("--seed_everything", type=int, default=0, help="seed for lightning.seed_everything")
     parser.add_subclass_arguments(L.LightningDataModule, "data", required=True, help="the data module")
     parser.add_argument("--results_dir", type=str | None, default=None,
@@ -60,6 +65,13 @@ def _experiment_parser(command: str) -> ArgumentParser:
     parser.add_argument("--refit", action=ActionYesNo, default=False,
                         help="search: train the best again even when summary.json already holds its finished "
                              "training with this configuration")
+    parser.add_argument("--module", type=str | None, default=None,
+                        help="your own LightningModule class, or a factory network -> LightningModule, as a dotted "
+                             "path "
+                             "(my_package.MyModule): it trains the best, called as module(network, **module_options), "
+                             "instead of CandidateModule (the model section is then not used)")
+    parser.add_argument("--module_options", type=dict | None, default=None,
+                        help="keyword arguments of --module (YAML: module_options: {lr: 0.01})")
     parser.add_argument("--logger", type=Logger | list[Logger] | None, default=None,
                         help="a Lightning logger (or a list) for the whole job: the search logs every candidate to "
                              "it and the training too (replacing trainer.logger); search.logger: the search only")
@@ -161,9 +173,27 @@ def _run_experiment(command: str, cfg: Namespace, parser: ArgumentParser) -> dic
                               f"{torch_threads()}: training again here would give slightly different numbers "
                               "(README: which numbers repeat)", soft_wrap=True)
             return {"best": best, "test": done.get("test_metrics")}
-    metrics = search.fit(init.trainer, datamodule, fit_config_id=fit_id, **cfg.model.as_dict())
-    console.print(f"[bold green]test accuracy of the best candidate[/]: {metrics['test_acc']:.4f}", soft_wrap=True)
+    metrics = search.fit(init.trainer, datamodule, fit_config_id=fit_id, **_module_options(cfg))
+    _report_test(metrics, "the best candidate")
     return {"best": best, "test": metrics}
+
+
+def _module_options(cfg: Namespace) -> dict:
+    """``search.fit``'s keyword arguments of the module that trains: ``--module`` and its options, or the model
+    section (CandidateModule's)."""
+    if cfg.module is None:
+        return cfg.model.as_dict()
+    return {"module": cfg.module, **(cfg.module_options or {})}
+
+
+def _report_test(metrics: dict, what: str) -> None:
+    from .search.progress import console
+
+    if "test_acc" in metrics:
+        console.print(f"[bold green]test accuracy of {what}[/]: {metrics['test_acc']:.4f}", soft_wrap=True)
+    else:
+        console.print(f"[bold green]trained {what}[/]" + (f"; test metrics: {metrics}" if metrics else
+                      " (the module has no test_step, or logs no test_acc)"), soft_wrap=True)
 
 
 def torch_threads() -> int:
@@ -199,9 +229,8 @@ def _fit(cfg: Namespace, parser: ArgumentParser, init: Namespace, search) -> dic
         search.results_dir = directory  # the directory's best: its training goes into its summary.json
     fit_id = fit_config_id(parser, cfg, candidate, search, init.data)
     metrics = search.fit(init.trainer, init.data, candidate=candidate, fit_config_id=fit_id, directory_config=config,
-                         **cfg.model.as_dict())
-    console.print(f"[bold green]test accuracy of {search.describe(candidate)}[/]: {metrics['test_acc']:.4f}",
-                  soft_wrap=True)
+                         **_module_options(cfg))
+    _report_test(metrics, search.describe(candidate))
     return {"test": metrics}
 
 
@@ -223,7 +252,9 @@ def fit_config_id(parser: ArgumentParser, cfg: Namespace, candidate, search, dat
             "build_options": search.build_options_for(datamodule),
             "num_classes": search.num_classes or getattr(datamodule, "num_classes", None),
             "seed_everything": dumped.get("seed_everything"), "data": dumped.get("data"),
-            "model": dumped.get("model"), "trainer": trainer}
+            "model": dumped.get("model"), "trainer": trainer,
+            **({"module": dumped.get("module"), "module_options": dumped.get("module_options")}
+               if dumped.get("module") else {})}
     text = json.dumps(part, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -243,9 +274,11 @@ def _finished_fit(directory: str, candidate, fit_id: str) -> dict | None:
 
 def _usage() -> str:
     """The top-level help, without importing torch or Lightning (it must be instant)."""
-    lines = [f"usage: lightning-epe [--version] {{{','.join(COMMANDS)}}} --config FILE [options]", "",
+    lines = [f"usage: lightning-epe [--version] {{{','.join(COMMANDS)}}} --config RECIPE [options]",
+             f"       lightning-epe {RECIPES_COMMAND}", "",
              "Training-free neural architecture search (EPE-NAS) for PyTorch Lightning.", "", "commands:"]
     lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
+    lines += [f"  {RECIPES_COMMAND:<10} list the built-in recipes (RECIPE: a file or one of their names)"]
     lines += ["", "Run 'lightning-epe COMMAND --help' for a command's options.", "  --version  print the version",
               "", "Threads: OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE) unless OMP_WAIT_POLICY is set,",
               "so a busy machine does not slow scoring down many times; OMP_NUM_THREADS sets their number."]
@@ -343,12 +376,45 @@ def _accepted_hint(message: str) -> str:
     return f"\n  accepted for --{match.group(1)}: {accepted}" if accepted else ""
 
 
+def built_in_recipes(argv: list[str]) -> list[str]:
+    """``argv`` with each ``--config NAME`` that is not a file replaced by the built-in recipe of that name."""
+    from .recipes import recipe_path
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            out[i + 1] = recipe_path(out[i + 1])
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + recipe_path(arg.removeprefix("--config="))
+    return out
+
+
+def _list_recipes(args: list[str]) -> int:
+    """``lightning-epe recipes``: one line per built-in recipe (its name and summary), then where they are."""
+    from .recipes import FOLDER, list_recipes
+
+    if args:
+        print(f"lightning-epe {RECIPES_COMMAND}: takes no options, got {' '.join(args)}", file=sys.stderr)
+        return 2
+    recipes = list_recipes()
+    width = max(map(len, recipes))
+    for name, summary in recipes.items():
+        print(f"{name:<{width}}  {summary}")
+    print(f"\nRun one with `lightning-epe search --config NAME`; the files are in {FOLDER}/ (copy one to change it).")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``lightning-epe`` command; returns the exit code (130 after Ctrl-C, at any moment)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return _main(argv)
-    except KeyboardInterrupt:  # during start-up (imports, parsing); the run has its own message
+    except BaseException as err:
+        # Ctrl-C during start-up (imports, parsing; the run has its own message). An interrupt that cuts an
+        # import short can surface as another error (numpy half imported: a RecursionError), so any error
+        # raised after Ctrl-C counts as the interrupt.
+        if not (isinstance(err, KeyboardInterrupt) or (isinstance(err, Exception) and _interrupted)):
+            raise
         command = argv[0] if argv and argv[0] in COMMANDS else ""
         print(f"lightning-epe{' ' + command if command else ''}: interrupted during start-up; nothing was "
               "scored", file=sys.stderr)
@@ -364,9 +430,18 @@ def _main(argv: list[str]) -> int:
         print(f"lightning-epe {__version__}")
         return 0
     command = argv[0]
+    if command == RECIPES_COMMAND:
+        return _list_recipes(argv[1:])
     if command not in COMMANDS:
-        print(f"lightning-epe: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        print(f"lightning-epe: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}, "
+              f"{RECIPES_COMMAND}", file=sys.stderr)
         return 2
+    if command != "benchmark":
+        try:
+            argv = built_in_recipes(argv)
+        except ValueError as err:
+            print(f"lightning-epe {command}: error: {err}", file=sys.stderr)
+            return 2
     try:
         check_config_files(argv)
     except ValueError as err:
@@ -414,6 +489,16 @@ def use_passive_openmp_waiting() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+_interrupted = False
+
+
+def _interrupt(signum, frame) -> None:
+    """Python's own Ctrl-C handler, remembering that it happened (see :func:`main`)."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
 def run() -> None:
     """The console script (and ``python -m lightning_epe.cli``): :func:`main` on the process's arguments.
 
@@ -422,6 +507,7 @@ def run() -> None:
     make the interpreter's shutdown end the process by SIGINT instead (-2, seen 1 run in ~8).
     """
     use_passive_openmp_waiting()
+    signal.signal(signal.SIGINT, _interrupt)
     code = main()
     if code == 130:
         sys.stdout.flush()

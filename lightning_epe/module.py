@@ -1,15 +1,18 @@
 """CandidateModule: the LightningModule that trains one candidate of a space for classification."""
 from __future__ import annotations
 
-from typing import Hashable
+import importlib
+from typing import Callable, Hashable
 
 import lightning as L
 import torch
 import torchmetrics
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
 
 from .scores import logits_of
 from .spaces import CandidateSpace, NB201Space
+from .spaces.base import space_from_config
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "none")
@@ -24,7 +27,9 @@ class CandidateModule(L.LightningModule):
     Args:
         candidate: a candidate of the space (NB201: index, numeric string or arch string).
         num_classes: number of classes of the data.
-        space: the candidate space (default: NAS-Bench-201).
+        space: the candidate space (default: NAS-Bench-201), or its ``{"class_path": ..., "init_args": ...}``.
+            The checkpoint stores what rebuilds the candidate (``space.config(candidate)``: NB201, timm, a list of
+            timm names or importable factories), so ``CandidateModule.load_from_checkpoint(path)`` needs no space.
         build_options: extra keyword arguments for ``space.build`` (NB201: ``C``, ``N``, ``in_channels``).
         optimizer: ``sgd`` or ``adamw``.
         lr: initial learning rate.
@@ -38,7 +43,7 @@ class CandidateModule(L.LightningModule):
         self,
         candidate: Hashable,
         num_classes: int = 10,
-        space: CandidateSpace | None = None,
+        space: CandidateSpace | dict | None = None,
         build_options: dict | None = None,
         optimizer: str = "sgd",
         lr: float = 0.1,
@@ -53,7 +58,10 @@ class CandidateModule(L.LightningModule):
         if scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {scheduler!r}; accepted: {', '.join(SCHEDULERS)}")
         self.save_hyperparameters(ignore=["space"])
+        if isinstance(space, dict):  # a checkpoint's (or YAML's) description of the space
+            space = space_from_config(space)
         self.space = space if space is not None else NB201Space()
+        self.hparams["space"] = self.space.config(candidate)  # None: load_from_checkpoint needs space=
         # Built here, before any optimiser exists, so a search can choose the candidate.
         self.net: nn.Module = self.space.build(candidate, num_classes=num_classes, **(build_options or {}))
         metric = lambda: torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)  # noqa: E731
@@ -96,13 +104,36 @@ class CandidateModule(L.LightningModule):
 
 
 def fit_and_test(trainer: L.Trainer, datamodule, candidate: Hashable, *, space: CandidateSpace | None = None,
-                 num_classes: int = 10, build_options: dict | None = None, **module_options) -> dict[str, float]:
+                 num_classes: int = 10, build_options: dict | None = None, module: Callable | str | None = None,
+                 **module_options) -> dict[str, float]:
     """Train ``candidate`` with ``trainer`` on ``datamodule``, test it, return the test metrics (floats).
 
     The one way to train a candidate: ``ArchitectureSearch.fit`` and the ``fit``/``search`` commands
-    call it. ``module_options`` go to :class:`CandidateModule` (optimiser settings ...).
+    call it. ``module``: None for :class:`CandidateModule` (``module_options``: its optimiser settings ...), or
+    your LightningModule class or a factory (or its dotted path), called as ``module(network, **module_options)``
+    with the candidate's network, built untrained from the global RNG (``seed_everything``). A module without a
+    ``test_step`` is trained and not tested (empty metrics).
     """
-    module = CandidateModule(candidate, num_classes=num_classes, space=space, build_options=build_options,
-                             **module_options)
-    trainer.fit(module, datamodule=datamodule)
-    return {k: float(v) for k, v in trainer.test(module, datamodule=datamodule, verbose=False)[0].items()}
+    if module is None:
+        model = CandidateModule(candidate, num_classes=num_classes, space=space, build_options=build_options,
+                                **module_options)
+    else:
+        factory = _import(module) if isinstance(module, str) else module
+        network = (space or NB201Space()).build(candidate, num_classes=num_classes, **(build_options or {}))
+        model = factory(network, **module_options)
+        if not isinstance(model, L.LightningModule):
+            raise TypeError(f"module={module!r} returned {type(model).__name__}, not a LightningModule: pass your "
+                            "LightningModule class, or a function network -> LightningModule")
+    trainer.fit(model, datamodule=datamodule)
+    if not is_overridden("test_step", model):
+        return {}
+    return {k: float(v) for k, v in trainer.test(model, datamodule=datamodule, verbose=False)[0].items()}
+
+
+def _import(path: str) -> Callable:
+    module_name, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"module {path!r} is not an importable dotted path of a LightningModule class or factory "
+                         f"({type(err).__name__}: {err})") from None

@@ -88,7 +88,9 @@ class EPEScore(L.Callback):
     and ``value`` stays None.
 
     After the fit starts, ``value`` holds the score (the combination of the draws) and ``values``
-    every draw. With a rank ensemble (``score="ensemble"``), a single network has no rank: the
+    every draw; ``refused`` says whether ``min_score`` stopped the fit (as EarlyStopping's
+    ``stopped_epoch`` says it stopped one), and ``refusal`` why (the warning's text), None otherwise.
+    With a rank ensemble (``score="ensemble"``), a single network has no rank: the
     callback logs each member score as ``<member>_score`` and ``value`` is the dict;
     ``min_score`` is refused.
     """
@@ -132,6 +134,8 @@ class EPEScore(L.Callback):
         self.value: DrawValue | None = None
         self.per_pair_values: list[float] = []
         self.per_pair: float | None = None
+        self.refused = False
+        self.refusal: str | None = None
 
     @property
     def state_key(self) -> str:
@@ -169,6 +173,7 @@ class EPEScore(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = getattr(trainer, "global_step", 0)
+        self.refused, self.refusal = False, None
         changed = self._changed(self._restored) if self._restored is not None else []
         if changed:
             rank_zero_warn(f"EPEScore: the checkpoint's {self._score_name} score was computed with other settings "
@@ -214,10 +219,10 @@ class EPEScore(L.Callback):
         if trainer.strategy.reduce_boolean_decision(below, all=False):  # one process below: every one stops
             what = (f"{self._score_name} score {self.value}" if self._scale == "raw" else
                     f"{self._score_name} score per same-class pair {gated} (score {self.value})")
-            rank_zero_warn(
-                f"{what} is below min_score={self._min_score} (or NaN) on at least "
-                "one process: stopping before training. Pre-select architectures before spending compute on them."
-            )
+            self.refused = True
+            self.refusal = (f"{what} is below min_score={self._min_score} (or NaN) on at least one process: stopping "
+                            "before training. Pre-select architectures before spending compute on them.")
+            rank_zero_warn(self.refusal)
             _stop_now(trainer)
 
     def _score(self, pl_module: L.LightningModule, batches: list) -> list[DrawValue]:

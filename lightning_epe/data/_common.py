@@ -77,9 +77,9 @@ def offline_alternatives(archive: str, folder: str, data_dir: Path) -> str:
     return (f"Offline alternatives: (1) copy the extracted {folder}/ folder into {data_dir.resolve()} and pass "
             f"download=False (--data.init_args.download false), or copy the archive {archive} there and keep "
             "download=True (it is then only extracted); (2) NPZDataModule(path) over an .npz of "
-            "images (x: uint8 N x H x W x C, y: labels), e.g. ../shared/data/cifar10/cifar10_sample.npz; "
+            "images (x: uint8 N x H x W x C, y: labels); "
             "(3) DigitsDataModule(), scikit-learn's hand-written digits, which need no download "
-            "(recipes/quickstart.yaml).")
+            "(the built-in recipe: lightning-epe search --config quickstart).")
 
 
 def check_files(folder: Path, names: Sequence[str], what: str, hint: str) -> None:

@@ -16,7 +16,7 @@ output and the output of each of the 17 cells, ``NB201/custom/tss_model.py::extr
   identity cell) scores ``-inf``. Trainability is the mean over the cells.
 
 The AZ-NAS score itself (``az_nas``) ranks candidates: ``sum_k log(rank_k / N)`` over expressivity,
-progressivity, trainability and FLOPs (``tss_general.ipynb``), with :func:`~.ensemble.rank_ensemble`.
+progressivity, trainability and FLOPs (``tss_general.ipynb``), with :func:`~.ranking.rank_ensemble`.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from ._hooks import is_activation
 from ._isolation import scoring_context
 from ._reinit import kaiming_fanin_tensors
 from ._validation import check_batch, model_device, prepare_inputs
-from .ensemble import rank_ensemble
+from .ranking import rank_ensemble
 from .registry import register_score, score_info
 
 Mode = Literal["official", "clean"]
@@ -464,7 +464,7 @@ def az_nas_rank(table: Sequence[Mapping[str, float | None]], members: Sequence[s
     """AZ-NAS values of the candidates in ``table`` (``az_nas_scores`` results): ``sum_k log(rank_k / N)``.
 
     Ranks 1 (worst) .. N (best) per member, ties averaged, NaN / None / ``-inf`` ranked worst (as
-    :func:`~.ensemble.rank_ensemble`). Relative: a value only means something among ``table``.
+    :func:`~.ranking.rank_ensemble`). Relative: a value only means something among ``table``.
     """
     return rank_ensemble(table, _check_az_members(members))
 

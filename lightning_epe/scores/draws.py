@@ -28,7 +28,7 @@ from torch import nn
 
 from .._seeding import seeded
 from ._validation import score_value
-from .ensemble import average_ranks
+from .ranking import average_ranks
 from .registry import score_info
 
 OVER = ("batches", "inits", "both")

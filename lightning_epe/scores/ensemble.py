@@ -3,25 +3,20 @@
 A proxy's raw values are on unrelated scales (EPE ~1e3, synflow ~1e50, params ~1e6), but their
 *ranks* over the candidates being compared are comparable. As AZ-NAS (Lee & Ham, 2024) does, the
 ensemble value of candidate i is ``sum_m log(rank_m(i) / n)`` with ranks 1 (worst) .. n (best),
-ties averaged, NaN ranked worst. It is therefore relative: it only means something among the
+ties averaged, NaN ranked worst (``ranking.py``). It is therefore relative: it only means something among the
 candidates it was computed over, and it changes when candidates are added.
 """
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from .registry import get_score, register_score, score_info
-
-#: The best combination measured on NAS-Bench-201 / CIFAR-10: chosen on one sample of cells, Kendall tau 0.768
-#: (rho 0.931) with CIFAR-10 valid accuracy on a second one, at 2.06x the cost of EPE alone
-#: (docs/benchmarks/README.md, bench/nb201_sota.py).
-DEFAULT_MEMBERS: tuple[str, ...] = ("epe", "synflow", "meco", "az_expressivity", "az_trainability")
+from .fused import score_many
+from .ranking import DEFAULT_MEMBERS, average_ranks, check_members, rank_aggregate, rank_ensemble  # noqa: F401 (re-exported)
+from .registry import get_score, register_score
 
 #: How each proxy's official code feeds it, used for ensemble members unless ``member_options`` say
 #: otherwise (``samples``: the first rows of the batch; ``noise``: Gaussian noise of that shape, drawn
@@ -35,55 +30,12 @@ OFFICIAL_PROTOCOLS: dict[str, dict] = {
 }
 
 
-def _check_members(members: Sequence[str]) -> tuple[str, ...]:
-    members = tuple(members)
-    if not members or "ensemble" in members:
-        raise ValueError(f"an ensemble needs one or more member scores (not 'ensemble' itself), got {members!r}")
-    for name in members:
-        score_info(name)  # unknown names raise with the known ones
-    return members
-
-
 def member_protocol(name: str, batch: int) -> dict:
     """The official protocol of ``name``; a batch smaller than its ``samples`` is used whole."""
     protocol = dict(OFFICIAL_PROTOCOLS.get(name, {}))
     if "samples" in protocol:
         protocol["samples"] = min(protocol["samples"], batch)
     return protocol
-
-
-def rank_ensemble(table: Sequence[Mapping[str, float | None]], members: Sequence[str] = DEFAULT_MEMBERS) -> list[float]:
-    """Ensemble values of the candidates in ``table`` (one ``{member: value}`` per candidate); higher is better."""
-    members = _check_members(members)
-    columns = {name: [_as_float(row.get(name)) for row in table] for name in members}
-    return rank_aggregate(columns).tolist() if table else []
-
-
-def rank_aggregate(columns: Mapping[str, Sequence[float]]) -> np.ndarray:
-    """``sum over columns of log(rank / n)``: ranks 1 (worst) .. n, ties averaged, NaN ranked worst."""
-    total = None
-    for values in columns.values():
-        values = np.array(values, dtype=np.float64)
-        values[np.isnan(values)] = -np.inf  # NaN (and a missing value) ranks worst
-        term = np.log(average_ranks(values) / len(values))
-        total = term if total is None else total + term
-    if total is None:
-        raise ValueError("rank_aggregate needs at least one column")
-    return total
-
-
-def _as_float(value) -> float:
-    return math.nan if value is None else float(value)
-
-
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n in ascending order of value, ties sharing their average rank."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return sums[inverse] / counts[inverse]
 
 
 @register_score("ensemble", needs_labels=True, data_dependent=True, combine=rank_ensemble)
@@ -99,9 +51,7 @@ def ensemble_scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
     through a train-mode BatchNorm on 1x1 features, as timm models at 32x32) gets the whole batch for
     that member. Members that read the same pass of the network share it (``score_many``).
     """
-    from .fused import score_many  # the fused scorer imports the scores; they do not import the ensemble
-
-    members = _check_members(members)
+    members = check_members(members)
     accepted = {name: inspect.signature(get_score(name)).parameters for name in members}
     unknown = set(member_options or {}) - set(members)
     if unknown:
@@ -124,8 +74,6 @@ def _sliced_member(model, inputs, targets, name: str, options: dict) -> float:
     """A member fed the protocol's first rows; a network that cannot take them (MeCo's single image through
     a train-mode BatchNorm on 1x1 features, common in timm models at 32x32) gets the whole batch instead.
     A member that fails on the whole batch too raises."""
-    from .fused import score_many
-
     try:
         return score_many(model, inputs, targets, (name,), {name: options})[name]
     except ValueError:

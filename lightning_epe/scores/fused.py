@@ -25,6 +25,7 @@ from ._cpu_avg_pool import fast_cpu_ops
 from ._gradients import input_gradient
 from ._isolation import scoring_context
 from ._validation import check_batch, model_device, prepare_inputs, score_value
+from .az_nas import az_nas_components
 from .epe import epe_from_jacobian
 from .gradient_proxies import grad_norm_from_gradients, loss_gradients, snip_from_gradients
 from .jacob_cov import jacob_cov_from_jacobian
@@ -70,8 +71,6 @@ def score_many(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | N
         values.update({n: rules[n](weights, grads) for n in losses})
     az = [n for n in names if n in AZ_NAS]
     if len(az) > 1 and len({(samples.get(n), _frozen(options.get(n, {}))) for n in az}) == 1:
-        from .az_nas import az_nas_components
-
         rows = samples.get(az[0]) or len(inputs)
         components = az_nas_components(model, inputs[:rows], None if targets is None else targets[:rows],
                                        **options.get(az[0], {}))

@@ -7,9 +7,10 @@ skip the labels or score one fixed batch for every candidate without special-cas
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import importlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from ..deprecation import deprecated
 
@@ -76,9 +77,14 @@ def unregister_score(name: str) -> None:
     del _SCORES[name], _INFO[name]
 
 
-def list_scores() -> list[str]:
-    """The registered score names, sorted."""
-    return sorted(_SCORES)
+def list_scores(filter: str | Sequence[str] = "", exclude_filters: str | Sequence[str] = "") -> list[str]:
+    """The registered score names, sorted; as ``timm.list_models``, ``filter`` keeps the names matching a
+    wildcard pattern (``"az_*"``; or any of a list) and ``exclude_filters`` drops those matching one."""
+    keep = [filter] if isinstance(filter, str) else list(filter)
+    drop = [exclude_filters] if isinstance(exclude_filters, str) else list(exclude_filters)
+    return sorted(name for name in _SCORES
+                  if (not any(keep) or any(fnmatch.fnmatchcase(name, p) for p in keep if p))
+                  and not any(fnmatch.fnmatchcase(name, p) for p in drop if p))
 
 
 def available() -> list[str]:

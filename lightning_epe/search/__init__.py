@@ -1,4 +1,5 @@
 """Search over candidate spaces: strategies, the results store and the ArchitectureSearch loop."""
+from .leaderboard import Leaderboard, TensorBatch, rank
 from .lock import DirectoryLock, ResultsDirectoryBusy
 from .loop import SearchLoop, SearchResult
 from .search import ArchitectureSearch
@@ -15,7 +16,8 @@ from .strategies import (
 )
 
 __all__ = [
-    "ArchitectureSearch", "ConfigMismatchError", "DirectoryLock", "ExhaustiveSearch", "MemoryStore", "RandomSearch",
+    "ArchitectureSearch", "ConfigMismatchError", "DirectoryLock", "ExhaustiveSearch", "Leaderboard", "MemoryStore",
+    "RandomSearch",
     "RegularizedEvolution", "ResultsDirectoryBusy", "ResultsStore", "SearchLoop", "SearchResult", "Strategy",
-    "get_strategy", "list_strategies", "make_strategy", "register_strategy",
+    "TensorBatch", "get_strategy", "list_strategies", "make_strategy", "rank", "register_strategy",
 ]

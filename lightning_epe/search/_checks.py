@@ -25,7 +25,7 @@ def check_int(name: str, value, minimum: int, maximum: int | None = None, none: 
 # What the options accept, in words: the command line adds it to jsonargparse's type errors.
 ACCEPTED = {
     "budget": "an int >= 1, or null (the whole space; exhaustive only)",
-    "seed": f"an int in 0..{MAX_SEED}",
+    "seed": f"an int in 0..{MAX_SEED}, or null (Lightning's global seed: seed_everything)",
     "seed_everything": f"an int in 0..{MAX_SEED}",
     "batch_size": "an int >= 2, or null (the datamodule's batch_size)",
     "num_classes": "an int >= 1, or null (the datamodule's num_classes)",

@@ -12,7 +12,7 @@ import dataclasses
 import math
 import time
 import warnings
-from typing import TYPE_CHECKING, Hashable
+from typing import Any, Hashable, Protocol
 
 import numpy as np
 import torch
@@ -21,12 +21,42 @@ from ..spaces.base import Builder
 from .batches import ScoringBatches
 from .distributed import Workers
 from .loggers import SearchLogging, as_loggers
-from .progress import console, leaderboard, search_progress
+from .progress import console, leaderboard, report_failure, search_progress
 from .store import MemoryStore, ResultsStore, best_record
 from .strategies import describe_strategy, make_strategy
 
-if TYPE_CHECKING:
-    from .search import ArchitectureSearch
+
+class SearchSettings(Protocol):
+    """What the loop reads of the search that runs it (an :class:`~lightning_epe.search.ArchitectureSearch`):
+    its settings, and the steps it delegates (``config``, ``build_options_for``, ``score_candidate``, ``rank``).
+    The loop does not import the search, which imports the loop."""
+
+    space: Any
+    search_strategy: Any
+    budget: int | None
+    seed: int
+    batch_policy: str
+    batch_size: int | None
+    accelerator: str
+    devices: int | str
+    num_nodes: int
+    strategy: str
+    num_classes: int | None
+    results_dir: str | None
+    force: bool
+    progress: bool
+    logger: Any
+    draws: Any
+    score_label: str
+    relative: bool
+
+    def config(self, datamodule=None) -> dict: ...
+
+    def build_options_for(self, datamodule) -> dict: ...
+
+    def score_candidate(self, candidate: Hashable, trial: int, batches: ScoringBatches, builder: Builder) -> dict: ...
+
+    def rank(self, records: list[dict]) -> None: ...
 
 
 @dataclasses.dataclass
@@ -44,7 +74,7 @@ class SearchResult:
 class SearchLoop:
     """Runs ``search`` over ``datamodule`` once: ``run()`` returns the :class:`SearchResult`."""
 
-    def __init__(self, search: ArchitectureSearch, datamodule, files: dict[str, str] | None = None):
+    def __init__(self, search: SearchSettings, datamodule, files: dict[str, str] | None = None):
         self.search, self.datamodule = search, datamodule
         self.files = dict(files or {})  # extra files for the results directory (the CLI's config.yaml)
         self.records: list[dict] = []  # in trial order: replayed and newly scored
@@ -140,6 +170,8 @@ class SearchLoop:
             if record["trial"] in self.store:  # replayed from the results directory
                 continue
             self.store.append(record)
+            if record["error"] is not None and self.reporting:  # said when it fails, not only in the footer
+                report_failure(record)
             self.best = best_record([self.best, record] if self.best else [record])
             self.update_progress(_best_text(self.best))
         for (_, candidate), record in zip(self.round, self.records[-len(self.round):]):
@@ -218,6 +250,7 @@ class SearchLoop:
             "failed": sum(r["error"] is not None for r in self.records),
             "score_seconds_total": round(sum(r["seconds"] for r in self.records), 3),
             "last_run_seconds": round(seconds, 3),
+            "seed": self.search.seed,
             "torch_threads": torch.get_num_threads(),  # scores repeat bit for bit on the same machine and threads
             "scoring_batch_size": self.batches.batch_size,  # (the data's size when batch_size asks for more)
         })

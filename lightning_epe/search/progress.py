@@ -8,13 +8,16 @@ from typing import Callable, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 console = Console()  # results (leaderboard, best, accuracy) go to stdout
 progress_console = Console(stderr=True)  # the live bar goes to stderr
 
 #: Seconds between two plain progress lines (when stderr is not a terminal).
 PLAIN_INTERVAL = 10.0
+RATE_WIDTH = 14  # "123.45 cand/s"
+TIME_WIDTH = 8  # "10:00:00"
+MIN_BEST = 40  # the live bar shrinks (to 5 columns) before the best text gets fewer columns than this
 
 
 @contextmanager
@@ -41,19 +44,28 @@ def search_progress(total: int, done: int, enabled: bool = True, draws: int = 1,
 
 @contextmanager
 def _rich_progress(out: Console, total: int, done: int, draws: int):
+    """The live bar. Everything but the best-so-far text has a fixed width (count, rate, elapsed, ETA), and the
+    bar shrinks first and then the best text is cut to what is left of the console's width, so on a narrow
+    terminal (80 columns) the line keeps the numbers and cuts the arch string."""
+    label = "scoring" + (f" x{draws}" if draws > 1 else "")
+    steps = total * draws
+    fixed = len(label) + (2 * len(str(steps)) + 1) + RATE_WIDTH + 2 * TIME_WIDTH + len("ETA") + len("best ") + 7
+    bar = max(5, min(40, out.width - fixed - MIN_BEST))
     progress = Progress(
-        TextColumn("[bold]scoring" + (f" x{draws}" if draws > 1 else "")), BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        TextColumn("best {task.fields[best]}"), console=out,
+        TextColumn(f"[bold]{label}"), BarColumn(bar_width=bar), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}", table_column=Column(width=RATE_WIDTH, no_wrap=True)),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        TextColumn("best {task.fields[best]}", table_column=Column(no_wrap=True)), console=out,
     )
     with progress:
-        task = progress.add_task("scoring", total=total * draws, completed=done * draws, rate="", best="-")
+        task = progress.add_task("scoring", total=steps, completed=done * draws, rate="", best="-")
 
         def update(best: str) -> None:
             progress.advance(task, draws)
             speed = progress.tasks[0].speed
-            progress.update(task, best=best, rate=f"{speed / draws:.2f} cand/s" if speed else "")
+            room = max(1, out.width - fixed - bar - 1)
+            progress.update(task, best=best if len(best) <= room else best[:room - 1] + "…",
+                            rate=f"{speed / draws:.2f} cand/s" if speed else "")
 
         yield update
 
@@ -96,6 +108,13 @@ class PlainProgress:
                     + f"elapsed {_clock(elapsed)}, ETA {'-' if eta is None else _clock(eta)}, best {best}")
 
 
+def report_failure(record: dict) -> None:
+    """One line on stderr for a candidate that failed (the first line of its error); the search goes on."""
+    error = (record.get("error") or "").splitlines()[0] if record.get("error") else ""
+    progress_console.print(f"failed: trial {record['trial']}, candidate {record.get('arch') or record['candidate']}: "
+                           f"{error}", markup=False, highlight=False, soft_wrap=True)
+
+
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -109,7 +128,8 @@ def ranked(records: list[dict]) -> list[dict]:
 def leaderboard(records: list[dict], top: int = 10, title: str = "leaderboard") -> Table:
     failed = sum(r.get("error") is not None for r in records)
     undefined = sum(r.get("score") is None and r.get("error") is None for r in records)
-    table = Table(title=title, caption=f"{len(records)} scored, {undefined} NaN, {failed} failed")
+    scored = len(records) - failed - undefined
+    table = Table(title=title, caption=f"{scored} scored, {undefined} NaN, {failed} failed")
     for column, justify in (("rank", "right"), ("trial", "right"), ("candidate", "left"),
                             ("score", "right"), ("seconds", "right")):
         table.add_column(column, justify=justify)

@@ -24,7 +24,7 @@ from ..scores._validation import (
     selecting_output,
 )
 from ..scores.draws import Draws, rank_draws, score_draws
-from ..spaces import CandidateSpace, NB201Space
+from ..spaces import CandidateSpace, ListSpace, NB201Space
 from ..spaces.base import Builder
 from ._checks import MAX_SEED, check_int
 from .batches import ScoringBatches
@@ -51,7 +51,10 @@ class ArchitectureSearch:
     """Score candidates of a space with a training-free score and pick the best.
 
     Args:
-        space: the candidate space (default: NAS-Bench-201).
+        space: the candidate space (default: NAS-Bench-201), or a plain list or dict of candidates (factories
+            returning an ``nn.Module``, timm model names, or name -> factory; a
+            :class:`~lightning_epe.spaces.ListSpace`, whose names are the record ids). With the default
+            strategy and budget, a list is scored whole, each candidate once (``exhaustive``).
         score: a registered score name (see ``lightning_epe.scores.list_scores()``), or the dotted
             path of a function registered with ``@register_score``.
         search_strategy: a registered name, ``random`` (the paper: uniform with replacement),
@@ -60,7 +63,9 @@ class ArchitectureSearch:
             instance (YAML: ``class_path``/``init_args``), e.g. ``RegularizedEvolution(population=50)``.
         budget: number of candidates to score, an int >= 1 (exhaustive: None means the whole space).
         seed: seeds the strategy, the scoring batches and every candidate's initialisation (an int in
-            0..4294967295, as ``lightning.seed_everything``).
+            0..4294967295, as ``lightning.seed_everything``). None (default): Lightning's global seed when one is
+            set (``seed_everything(s)`` before creating the search, or ``PL_GLOBAL_SEED``), else 0. ``seed`` then
+            holds the seed used, recorded in ``config.json`` and ``summary.json``.
         batch_policy: ``fixed`` (one batch for every candidate) or ``fresh`` (a new augmented
             batch per candidate, as the official search).
         batch_size: scoring batch size, an int >= 2 (default: the datamodule's ``batch_size``).
@@ -100,11 +105,11 @@ class ArchitectureSearch:
 
     def __init__(
         self,
-        space: CandidateSpace | None = None,
+        space: CandidateSpace | list[str] | dict[str, str] | None = None,
         score: str = "epe",
         search_strategy: Strategy | str = "random",
         budget: int | None = 100,
-        seed: int = 0,
+        seed: int | None = None,
         batch_policy: str = "fixed",
         batch_size: int | None = None,
         accelerator: str = "auto",
@@ -126,11 +131,15 @@ class ArchitectureSearch:
     ):
         search_strategy, strategy = _renamed_strategies(search_strategy, strategy, distributed_strategy,
                                                         population, sample_size)
+        if isinstance(space, (list, tuple, dict)):  # a plain list: rank it whole unless told otherwise
+            space = ListSpace(space)
+            if search_strategy == "random" and budget == 100:
+                search_strategy, budget = "exhaustive", None
         self.space = space if space is not None else NB201Space()
         self.score_name = score
         self.score_info = score_info(score)
         budget = check_int("budget", budget, 1, none="None: the whole space, exhaustive only")
-        seed = check_int("seed", seed, 0, MAX_SEED)
+        seed = check_int("seed", global_seed() if seed is None else seed, 0, MAX_SEED)
         batch_size = check_int("batch_size", batch_size, 2, none="None: the datamodule's batch_size")
         num_classes = check_int("num_classes", num_classes, 1, none="None: the datamodule's num_classes")
         make_strategy(search_strategy, self.space, budget, seed)  # validate early
@@ -271,12 +280,14 @@ class ArchitectureSearch:
         for record, value in zip(scored, values):
             record["score"] = _finite(value)
 
-    def fit(self, trainer, datamodule, candidate: Hashable | None = None, *, fit_config_id: str | None = None,
-            directory_config: dict | None = None, **module_options) -> dict:
+    def fit(self, trainer, datamodule, candidate: Hashable | None = None, *, module: Callable | str | None = None,
+            fit_config_id: str | None = None, directory_config: dict | None = None, **module_options) -> dict:
         """Train ``candidate`` (default: the best of the search, which runs first if it has not) with a
         normal ``lightning.Trainer``, test it, and return the test metrics.
 
-        ``module_options`` go to :class:`lightning_epe.CandidateModule` (optimiser settings ...). With a
+        ``module``: your own LightningModule class, or a factory, called as ``module(network, **module_options)``
+        with the winner's untrained network (or its dotted path); a module without ``test_step`` is not tested.
+        Default: :class:`lightning_epe.CandidateModule`, which ``module_options`` configure (optimiser ...). With a
         ``results_dir``, ``summary.json`` records the trained candidate, its test metrics and ``fit``: the
         torch version, threads (``torch.get_num_threads()``: the training's numbers depend on it), whether
         the Trainer was deterministic, the seconds, and ``config_id`` (``fit_config_id``: what the command
@@ -304,7 +315,7 @@ class ArchitectureSearch:
         threads = torch.get_num_threads()
         metrics = fit_and_test(trainer, datamodule, candidate, space=self.space,
                                num_classes=self.num_classes or datamodule.num_classes,
-                               build_options=self.build_options_for(datamodule), **module_options)
+                               build_options=self.build_options_for(datamodule), module=module, **module_options)
         if self.results_dir and getattr(trainer, "is_global_zero", True):
             fit = {"torch_threads": threads, "torch_version": torch.__version__,
                    "deterministic": torch.are_deterministic_algorithms_enabled(),
@@ -368,6 +379,17 @@ def record_fit(directory, expected_config: dict | None, result: dict) -> Path | 
     warnings.warn(f"the training finished but is not recorded in {directory / SUMMARY}: {reason}. Nothing is lost: "
                   f"{where}", RuntimeWarning, stacklevel=3)
     return beside
+
+
+def global_seed() -> int:
+    """Lightning's global seed (``seed_everything`` sets ``PL_GLOBAL_SEED``), or 0 when none is set."""
+    value = os.environ.get("PL_GLOBAL_SEED")
+    if value is None:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"PL_GLOBAL_SEED={value!r} is not an int in 0..{MAX_SEED}: unset it or pass seed=") from None
 
 
 def _renamed_strategies(search_strategy, strategy, distributed_strategy, population, sample_size):

@@ -1,6 +1,8 @@
 """The base class every candidate space derives from."""
 from __future__ import annotations
 
+import importlib
+import inspect
 from typing import Hashable, Iterator, Sequence
 
 import torch
@@ -32,6 +34,15 @@ class CandidateSpace:
 
     def parse(self, text: str | int) -> Hashable:
         return text
+
+    def config(self, candidate: Hashable | None = None) -> dict | None:
+        """How to make this space again: ``{"class_path": ..., "init_args": {...}}`` (YAML's form), or None when
+        it cannot say. A checkpoint of :class:`~lightning_epe.CandidateModule` stores it, so that
+        ``load_from_checkpoint`` rebuilds the network without the space. ``candidate``: a space may describe
+        only what that candidate needs. The default: the class, when its constructor needs no arguments."""
+        required = [p for p in inspect.signature(type(self).__init__).parameters.values()
+                    if p.name != "self" and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        return None if required else {"class_path": _dotted(type(self)), "init_args": {}}
 
     def __iter__(self) -> Iterator[Hashable]:
         raise TypeError(f"{type(self).__name__} cannot be enumerated; use a sampling strategy")
@@ -65,6 +76,22 @@ class Builder:
 
     def close(self) -> None:
         self.network = None
+
+
+def _dotted(obj) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def space_from_config(config: dict) -> CandidateSpace:
+    """The space of a ``{"class_path": ..., "init_args": {...}}`` (:meth:`CandidateSpace.config`)."""
+    if not isinstance(config, dict) or "class_path" not in config:
+        raise ValueError(f"a space is a CandidateSpace or a dict {{'class_path': ..., 'init_args': {{...}}}}, got "
+                         f"{config!r}")
+    module, _, name = config["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, CandidateSpace)):
+        raise TypeError(f"{config['class_path']} is not a CandidateSpace")
+    return cls(**config.get("init_args", {}))
 
 
 def sample_indices(size: int, n: int, seed: int | None, replace: bool) -> Sequence[int]:

@@ -33,11 +33,20 @@ class TimmSpace(CandidateSpace):
         grid: optional ``create_model`` keyword arguments, each with a list of values; every model
             is combined with every point of the grid.
         exclude: wildcard patterns of names to leave out.
+        candidates: instead of the three above, the candidates themselves (``'resnet18 {"drop_rate": 0.1}'``).
     """
 
     name = "timm"
 
-    def __init__(self, models: list[str], grid: dict[str, list] | None = None, exclude: list[str] | None = None):
+    def __init__(self, models: list[str] | None = None, grid: dict[str, list] | None = None,
+                 exclude: list[str] | None = None, candidates: list[str] | None = None):
+        if candidates is not None:  # the candidates themselves, as config() gives them (no expansion)
+            if models is not None or grid or exclude:
+                raise ValueError("TimmSpace takes models (with grid, exclude) or candidates, not both")
+            self.candidates = [self.parse(c) for c in candidates]
+            return
+        if models is None:
+            raise ValueError("TimmSpace needs models: timm model names or patterns")
         if isinstance(models, str):
             models = [models]
         if not models:
@@ -97,13 +106,30 @@ class TimmSpace(CandidateSpace):
         self._expand(name)  # validates the name with close matches
         return self._format(name, kwargs)
 
+    def config(self, candidate: str | None = None) -> dict:
+        """A space of ``candidate`` alone (its name and grid point), or of all the candidates."""
+        models = [candidate] if candidate is not None else list(self.candidates)
+        return {"class_path": "lightning_epe.spaces.TimmSpace", "init_args": {"candidates": models}}
+
+    @classmethod
+    def create_args(cls, candidate: str) -> dict:
+        """The ``timm.create_model`` arguments of a candidate: ``'resnet18 {"drop_path_rate": 0.1}'`` ->
+        ``{"model_name": "resnet18", "drop_path_rate": 0.1}``; build the winner with
+        ``timm.create_model(**args, num_classes=...)`` (untrained; ``in_chans`` for other than 3 channels)."""
+        name, kwargs = cls.split(candidate)
+        cls._expand(name)
+        return {"model_name": name, **kwargs}
+
     def mutate(self, candidate: str, rng) -> str:
         """Another candidate of the space (timm models have no shared structure to mutate)."""
         others = [c for c in self.candidates if c != candidate]
         return rng.choice(others) if others else candidate
 
     def build(self, candidate: str, num_classes: int = 10, in_channels: int = 3, **options) -> nn.Module:
-        name, kwargs = self.split(candidate)
-        self._expand(name)
-        return _timm().create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels,
-                                    **kwargs, **options)
+        return create(candidate, num_classes=num_classes, in_channels=in_channels, **options)
+
+
+def create(candidate: str, num_classes: int = 10, in_channels: int = 3, **options) -> nn.Module:
+    """The untrained network of a timm candidate (``"resnet18"`` or ``'resnet18 {"drop_rate": 0.1}'``)."""
+    args = TimmSpace.create_args(candidate)
+    return _timm().create_model(**args, pretrained=False, num_classes=num_classes, in_chans=in_channels, **options)

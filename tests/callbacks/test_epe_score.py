@@ -65,6 +65,15 @@ def test_min_score_stops_before_any_step():
     assert t.global_step == 0
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     assert callback.value is not None and callback.value > 0
+    assert callback.refused and "below min_score=inf" in callback.refusal
+
+
+def test_the_decision_is_an_attribute():
+    passed = EPEScore(min_score=-math.inf)
+    assert passed.refused is False and passed.refusal is None  # before any fit
+    t = trainer([passed], steps=2)
+    t.fit(module(), loader())
+    assert t.global_step == 2 and passed.refused is False and passed.refusal is None
 
 
 def test_unknown_score_name():

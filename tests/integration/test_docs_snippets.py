@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lightning_epe.recipes import recipe_path
 from tests.conftest import SHARED
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,7 +155,7 @@ def with_small_overrides(args: list[str]) -> list[str]:
     if not args or args[0] not in ("search", "score", "fit"):
         return args
     recipe = args[args.index("--config") + 1] if "--config" in args else None
-    space = yaml.safe_load(Path(recipe).read_text())["search"].get("space", {}) if recipe else {}
+    space = yaml.safe_load(Path(recipe_path(recipe)).read_text())["search"].get("space", {}) if recipe else {}
     extra = FAST + (NB201_FAST if "NB201Space" in str(space) else [])
     if args[0] == "fit" and "--candidate" not in args and "--results_dir" not in args:
         extra = extra + ["--candidate", "0"]

@@ -476,3 +476,11 @@ def test_every_score_runs_on_timm_families(family):
         value = get_score(name)(net, x, y)
         values = value.values() if isinstance(value, dict) else [value]
         assert all(isinstance(v, float) and not math.isnan(v) for v in values), (family, name, value)
+
+
+def test_list_scores_filters_like_timm_list_models():
+    assert list_scores("az_*") == ["az_expressivity", "az_nas", "az_progressivity", "az_trainability"]
+    assert list_scores(["epe", "zico"]) == ["epe", "zico"]
+    assert list_scores("az_*", exclude_filters="az_nas") == ["az_expressivity", "az_progressivity", "az_trainability"]
+    assert list_scores("nothing*") == []
+    assert list_scores() == list_scores("") == list_scores("*")

@@ -527,3 +527,59 @@ def test_a_results_dir_that_is_a_dangling_link_or_a_loop_is_named(kind, tmp_path
     with pytest.raises(OSError, match=rf"results directory '{link}' {message}.*--results_dir"):
         ResultsStore(link)
     assert not (tmp_path / "gone").exists()
+
+
+def test_the_seed_follows_lightnings_global_seed(tiny_data, tmp_path, monkeypatch):
+    import lightning as L
+
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    assert ArchitectureSearch(progress=False).seed == 0  # no global seed: 0
+    L.seed_everything(7, verbose=False)  # sets PL_GLOBAL_SEED (monkeypatch restores the environment)
+    search = ArchitectureSearch(budget=2, build_options=TINY, accelerator="cpu", progress=False,
+                                results_dir=str(tmp_path))
+    assert search.seed == 7
+    assert ArchitectureSearch(seed=3, progress=False).seed == 3  # an explicit seed wins
+    records = search.run(tiny_data).records
+    assert [r["candidate"] for r in records] == NB201Space().sample(2, seed=7)
+    assert json.loads((tmp_path / "summary.json").read_text())["seed"] == 7
+    assert json.loads((tmp_path / "config.json").read_text())["seed"] == 7
+    monkeypatch.setenv("PL_GLOBAL_SEED", "x")
+    with pytest.raises(ValueError, match="PL_GLOBAL_SEED='x' is not an int"):
+        ArchitectureSearch(progress=False)
+
+
+def test_a_failure_is_reported_when_it_happens_and_the_footer_counts_apart(tiny_data, capsys):
+    ArchitectureSearch(FlakySpace(), budget=6, accelerator="cpu").run(tiny_data)
+    captured = capsys.readouterr()
+    failures = [line for line in captured.err.splitlines() if line.startswith("failed: ")]
+    assert len(failures) == 2
+    assert failures[0].startswith("failed: trial 2, candidate 2: ") and "cannot build candidate 2" in failures[0]
+    assert "boom in forward" in failures[1]
+    # reported as they fail: before the progress line of the last candidate
+    assert captured.err.index("boom in forward") < captured.err.index("scoring: 6/6 candidates")
+    assert "3 scored, 1 NaN, 2 failed" in captured.out
+    ArchitectureSearch(FlakySpace(), budget=6, accelerator="cpu", progress=False).run(tiny_data)
+    assert "failed: " not in capsys.readouterr().err  # progress=False: quiet
+
+
+@pytest.mark.parametrize("width", [80, 100, 160])
+def test_the_live_bar_keeps_count_rate_elapsed_and_eta_and_cuts_the_arch_first(width):
+    import io
+    import re
+    import time
+
+    from rich.console import Console
+
+    from lightning_epe.search.loop import _best_text
+    from lightning_epe.search.progress import _rich_progress
+
+    best = _best_text({"score": 6231.0368, "arch": NB201Space().arch(12707)})
+    out = Console(file=io.StringIO(), width=width, force_terminal=True, color_system=None)
+    with _rich_progress(out, 15625, 0, 4) as update:
+        for _ in range(3):
+            time.sleep(0.01)
+            update(best)
+    line = out.file.getvalue().split("\r\x1b[2K")[-1].split("\n")[0]
+    assert len(line) <= width
+    assert re.search(r" 12/62500 \d+\.\d\d cand/s +\d:\d\d:\d\d ETA \d:\d\d:\d\d best 6231\.04", line), line
+    assert best in line or line.endswith("…")

@@ -16,7 +16,8 @@ the shared CIFAR-10 sample (``x``, ``y``). Each proxy is fed the way its officia
 the official module-tree counting); SWAP on ``x[:16]``; AZ-NAS and VKDNW as their NB201 drivers: their
 own Kaiming re-initialisation and a Gaussian-noise input of 64 (AZ-NAS: both drawn after
 ``torch.manual_seed(seed)`` in the official order; VKDNW: the re-initialisation after
-``torch.manual_seed(seed)``, the noise from ``torch.Generator().manual_seed(seed)``). ``az_nas`` is
+``torch.manual_seed(seed)``, the noise from ``torch.Generator().manual_seed(seed)``; VKDNW in its float32
+``mode="official"``, as the official code and the committed rows). ``az_nas`` is
 AZ-NAS's rank aggregate of its three components and FLOPs over the sample. Resumable; two processes
 can extend one file from both ends::
 
@@ -90,7 +91,7 @@ def score_cell(net, x, y, seed: int, names: tuple[str, ...]) -> dict[str, float]
     if "vkdnw" in names:  # the driver re-initialises, then draws randn(64, 3, 32, 32); here the noise comes
         noise = torch.randn(64, *x.shape[1:], generator=torch.Generator().manual_seed(seed))  # from its own RNG
         torch.manual_seed(seed)
-        values["vkdnw"] = get_score("vkdnw")(net, noise, None, init="official")
+        values["vkdnw"] = get_score("vkdnw")(net, noise, None, init="official", mode="official")
     return values
 
 

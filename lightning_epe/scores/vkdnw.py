@@ -13,6 +13,13 @@ deciles ``q`` (``torch.quantile`` at 0.1 .. 0.9), ``t = q / (|q|_1 + 1e-10)`` an
 - ``vkdnw``: the two in one float that ranks like the official dense lexicographic rank of
   ``(vkdnw_dim, vkdnw_entropy)``: ``dim + entropy / (log 9 + 1e-6)``, the entropy term below 1.
 
+Precision (``mode``): the official statistic is float32, and where ``F`` is rank-deficient (most NB201
+cells) its lower deciles are the SVD's float32 rounding noise, which differs from one CPU to another
+(up to several % of the entropy; docs/benchmarks/cpu_spread.md). ``mode="clean"`` (default) computes
+``L``, ``F``, the spectrum, the deciles and the entropy in float64 from the float32 Jacobian: the same
+value on every CPU to ~1e-6. ``mode="official"`` keeps the float32 arithmetic, for parity with the
+official values and the committed benchmark rows.
+
 Official code: ondratybl/VKDNW@6901b65, ``NB201/ZeroShotProxy/compute_vkdnw_score.py``
 (``compute_nas_score(p=1)``), run on torch 2.0.1. It re-initialises the network (Kaiming normal,
 fan-in) before scoring, takes the per-sample Jacobian with ``vmap(jacrev(...))`` over batch-1
@@ -53,6 +60,9 @@ ALPHA = float(torch.tensor(0.05, dtype=torch.float16))
 ENTROPY_BOUND = math.log(9) + 1e-6
 
 Init = Literal["official"]
+Mode = Literal["clean", "official"]
+#: The dtype of the Fisher matrix, its spectrum and the entropy per mode (``None``: the Jacobian's, float32).
+MODE_DTYPE = {"clean": torch.float64, "official": None}
 
 
 # ----------------------------------------------------------------------------- Fisher -> entropy
@@ -122,7 +132,7 @@ def vkdnw_from_jacobian(jacobian: torch.Tensor, logits: torch.Tensor, dtype: tor
     statistic is float32, and for a rank-deficient ``F`` (most NB201 cells) its lower deciles are
     float32 rounding noise of the SVD (~1e-7 of the largest eigenvalue); ``torch.float64`` gives
     the exact-arithmetic value, which can differ completely (NB201 ``resnet`` cell: 1.17 in float32,
-    ~1e-3 in float64). Use the default to reproduce the official ranking.
+    ~1e-3 in float64). The scores' ``mode="official"`` uses the default, ``mode="clean"`` float64.
     """
     return vkdnw_entropy_from_fisher(vkdnw_fisher(jacobian, logits, dtype))
 
@@ -434,7 +444,10 @@ def _seed_global_rng(seed: int | None, device: torch.device) -> None:
             torch.cuda.manual_seed(int(seed))
 
 
-def _entropy(model, inputs, init, p, params_grad_len, seed, noise=False) -> float:
+def _entropy(model, inputs, init, p, params_grad_len, seed, noise=False, mode="clean") -> float:
+    if mode not in MODE_DTYPE:
+        raise ValueError(f"mode must be 'clean' (the Fisher matrix, its spectrum and the entropy in float64: the "
+                         f"same value on every CPU) or 'official' (float32, as the official code), got {mode!r}")
     if init not in (None, "official"):
         raise ValueError(f"init must be 'official' (the official Kaiming normal fan-in re-initialisation) or None "
                          f"(the weights as they are), got {init!r}")
@@ -456,13 +469,13 @@ def _entropy(model, inputs, init, p, params_grad_len, seed, noise=False) -> floa
         if noise:  # the official driver's trainloader=None input, drawn after the re-initialisation
             inputs = torch.randn_like(inputs)
         jacobian, logits = vkdnw_jacobian(model, inputs, selected)
-        return vkdnw_from_jacobian(jacobian, logits)
+        return vkdnw_from_jacobian(jacobian, logits, MODE_DTYPE[mode])
 
 
 @register_score("vkdnw_entropy", needs_labels=False, data_dependent=True)
 def vkdnw_entropy_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None, *,
                         init: Init | None = "official", p: int = 1, params_grad_len: int = 128,
-                        seed: int | None = None, noise: bool = False) -> float:
+                        seed: int | None = None, noise: bool = False, mode: Mode = "clean") -> float:
     """VKDNW entropy: spectral entropy of the Fisher matrix of a few sampled weights (higher is better).
 
     Args:
@@ -483,6 +496,13 @@ def vkdnw_entropy_score(model: nn.Module, inputs: torch.Tensor, targets: torch.T
             ``seed`` (its state is restored afterwards); None: from the global RNG as it is.
         noise: score ``torch.randn_like(inputs)`` drawn after the re-initialisation, as the official
             NB201 driver (``trainloader=None``, B = 64) does; only the inputs' shape is used.
+        mode: ``"clean"`` (default): the Fisher matrix, its spectrum, the deciles and the entropy in
+            float64 (from the float32 Jacobian): the same value on every CPU and thread count to
+            ~1e-6 relative (docs/benchmarks/cpu_spread.md). ``"official"``: all in float32 as the
+            official code, for parity with its values. Where ``F`` is rank-deficient (most NB201
+            cells) the official float32 deciles are partly rounding noise (~1e-7 of the largest
+            eigenvalue) and move by up to several % from one CPU to another; there the two modes
+            can differ completely (NB201 ``resnet`` cell: 1.17 official, ~1e-3 clean).
 
     Samples are assumed independent in eval mode (true with running-statistics BatchNorm,
     LayerNorm, GroupNorm); a BatchNorm without running statistics mixes them, and then the
@@ -492,7 +512,7 @@ def vkdnw_entropy_score(model: nn.Module, inputs: torch.Tensor, targets: torch.T
     (NaN/inf logits or derivatives: the official code then catches the SVD error and uses zero
     eigenvalues).
     """
-    return _entropy(model, inputs, init, p, params_grad_len, seed, noise)
+    return _entropy(model, inputs, init, p, params_grad_len, seed, noise, mode)
 
 
 @register_score("vkdnw_dim", needs_labels=False, data_dependent=False)
@@ -505,7 +525,7 @@ def vkdnw_dim_score(model: nn.Module, inputs: torch.Tensor | None = None,
 @register_score("vkdnw", needs_labels=False, data_dependent=True)
 def vkdnw_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None, *,
                 init: Init | None = "official", p: int = 1, params_grad_len: int = 128,
-                seed: int | None = None, noise: bool = False) -> float:
+                seed: int | None = None, noise: bool = False, mode: Mode = "clean") -> float:
     """VKDNW: ``vkdnw_dim + vkdnw_entropy / (log 9 + 1e-6)``, the official lexicographic ranking in one float.
 
     The official NB201 ranking is the dense lexicographic rank of ``(vkdnw_dim, vkdnw_entropy)``:
@@ -514,4 +534,5 @@ def vkdnw_score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | 
     sorts exactly like the pair (the paper's ``VKDNW_single = dim + entropy`` does not always).
     Arguments as :func:`vkdnw_entropy_score`.
     """
-    return vkdnw_combine(vkdnw_dim_score(model), _entropy(model, inputs, init, p, params_grad_len, seed, noise))
+    return vkdnw_combine(vkdnw_dim_score(model), _entropy(model, inputs, init, p, params_grad_len, seed, noise,
+                                                                 mode))

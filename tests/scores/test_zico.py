@@ -40,12 +40,15 @@ def official_arithmetic(per_batch):
 
 # ZiCo sums, per weight, (|g1| + |g2|) / |g1 - g2|: where the two batch gradients nearly agree the
 # ratio is a number over a rounding-size difference (single weights reach 1e5 on these cells), so the
-# score follows the float32 rounding of the backward pass. Measured on the reference cells: the same
-# code gives 924.68 (1 thread), 928.59 (2 threads), 920.19 (AVX2 kernels) and 921.20 (float64) for
-# best_c10, official 926.00; our relative errors at 1 thread: best_c10 1.4e-3, resnet 4.4e-4,
-# pool_1x1 2.6e-5, all_skip 3.4e-4 (up to 6.3e-3 with other kernels). 1e-2 is the tightest bound that
-# holds across those settings. The arithmetic itself is bit-exact (test_arithmetic_is_the_official_numpy).
-PARITY_RTOL = 1e-2
+# score follows the float32 rounding of the backward pass. The arithmetic itself is bit-exact
+# (test_arithmetic_is_the_official_numpy); the gradients are not, and computing the ratios in float64
+# cannot recover them (a float64 forward/backward would: best_c10 921.20, but at ~15x the cost).
+# Tolerances: 4x the largest relative deviation measured over emulated CPUs, rounded up
+# (`python bench/cpu_spread.py run`, docs/benchmarks/cpu_spread.md: 1 and 2 threads, torch/MKL/oneDNN
+# kernel settings, inputs and weights times 1 + 1e-7 N(0, 1); max of |ours - official| and the
+# spread of ours). Measured: best_c10 6.3e-3, resnet 2.6e-2, pool_1x1 1.5e-3, all_skip 1.8e-2;
+# all_none exactly 0.0.
+PARITY_RTOL = {"best_c10": 3e-2, "resnet": 1.1e-1, "pool_1x1": 6e-3, "all_skip": 8e-2}
 
 
 @pytest.mark.parametrize("tag", TAGS)
@@ -56,7 +59,7 @@ def test_matches_official_test_vectors(reference, sota, tag):
     if expected == 0.0:
         assert got == 0.0  # all_none: every weight gradient is 0, every layer is skipped
     else:
-        assert abs(got - expected) <= PARITY_RTOL * abs(expected)
+        assert abs(got - expected) <= PARITY_RTOL[tag] * abs(expected)
 
 
 def test_arithmetic_is_the_official_numpy(reference):

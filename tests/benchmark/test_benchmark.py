@@ -477,9 +477,9 @@ def test_simulating_more_cells_than_the_table_has_warns_and_marks_the_rows(tmp_p
 # times 1 + 1e-7 N(0, 1); max of |ours - committed| and the spread of ours). The rows were made with
 # the float32 official paths (VKDNW mode="official"). Counts (params, flops, swap) are exact.
 COMMITTED_RTOL = {
-    "epe": 4e-4, "jacob_cov": 2e-4, "naswot": 2e-6, "grad_norm": 9e-5, "snip": 9e-5, "synflow": 2e-7,
+    "epe": 4e-4, "jacob_cov": 3e-4, "naswot": 2e-6, "grad_norm": 9e-5, "snip": 9e-5, "synflow": 3e-7,
     "params": 0.0, "flops": 0.0, "swap": 0.0,
-    "zico": 3e-2, "meco": 2e-3, "meco_official": 7e-4,
+    "zico": 4e-2, "meco": 2e-3, "meco_official": 7e-4,
     "az_expressivity": 4e-7, "az_progressivity": 5e-6, "az_trainability": 2e-5, "vkdnw": 2e-6,
 }
 # The cells rescored: the cheapest of each sample whose values stay finite under every emulated CPU.

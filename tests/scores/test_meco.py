@@ -38,9 +38,9 @@ def term(feature: np.ndarray) -> float:
 # rounded up (`python bench/cpu_spread.py run`, docs/benchmarks/cpu_spread.md: 1 and 2 threads,
 # torch/MKL/oneDNN kernel settings, inputs and weights times 1 + 1e-7 N(0, 1); max of |ours - official|
 # and the spread of ours, both batch sizes). Measured: best_c10 2.2e-7, resnet 4.6e-7, pool_1x1 2.9e-6,
-# all_skip 4.1e-6, all_none 9.2e-6 (a sum of 0.29: the largest relative share). A miscounted tensor
+# all_skip 7.4e-6, all_none 9.2e-6 (a sum of 0.29: the largest relative share). A miscounted tensor
 # would be off by >= 1e-2.
-PARITY_RTOL = {"best_c10": 9e-7, "resnet": 2e-6, "pool_1x1": 2e-5, "all_skip": 2e-5, "all_none": 4e-5}
+PARITY_RTOL = {"best_c10": 9e-7, "resnet": 2e-6, "pool_1x1": 2e-5, "all_skip": 3e-5, "all_none": 4e-5}
 
 
 @pytest.mark.parametrize("tag", TAGS)

@@ -38,13 +38,13 @@ TAGS = [pytest.param("best_c10", marks=SLOW), "resnet", pytest.param("pool_1x1",
 # with one thread|). The official statistic is float32, and for a rank-deficient F (most cells) its
 # lower deciles are float32 rounding noise of the SVD (~1e-7 of lambda_max), so it moves by up to 5 %
 # with ~1 ulp of the inputs (pool_1x1 loaded); the default clean mode (float64) does not (below).
-# Measured: best_c10 1.6e-2 / 1.5e-4 (loaded / re-initialised), resnet 1.6e-4 / 2.5e-4, pool_1x1
-# 5.2e-2 / 9.5e-4, all_skip 3.1e-7 / 3.9e-5; all_none exactly -0.0 (F = 0). (An Intel Xeon with
+# Measured: best_c10 1.6e-2 / 2.1e-4 (loaded / re-initialised), resnet 1.6e-4 / 2.5e-4, pool_1x1
+# 5.2e-2 / 1.8e-3, all_skip 3.1e-7 / 3.9e-5; all_none exactly -0.0 (F = 0). (An Intel Xeon with
 # AVX-512 gave 0.62955 for best_c10 loaded, official 0.62787: 2.7e-3.)
 TOLERANCE = {
-    ("best_c10", "loaded_p1"): 7e-2, ("best_c10", "reinit_kaiming_seed0_p1"): 7e-4,
+    ("best_c10", "loaded_p1"): 7e-2, ("best_c10", "reinit_kaiming_seed0_p1"): 9e-4,
     ("resnet", "loaded_p1"): 7e-4, ("resnet", "reinit_kaiming_seed0_p1"): 2e-3,
-    ("pool_1x1", "loaded_p1"): 3e-1, ("pool_1x1", "reinit_kaiming_seed0_p1"): 4e-3,
+    ("pool_1x1", "loaded_p1"): 3e-1, ("pool_1x1", "reinit_kaiming_seed0_p1"): 8e-3,
     ("all_skip", "loaded_p1"): 2e-6, ("all_skip", "reinit_kaiming_seed0_p1"): 2e-4,
 }
 

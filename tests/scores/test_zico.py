@@ -46,9 +46,9 @@ def official_arithmetic(per_batch):
 # Tolerances: 4x the largest relative deviation measured over emulated CPUs, rounded up
 # (`python bench/cpu_spread.py run`, docs/benchmarks/cpu_spread.md: 1 and 2 threads, torch/MKL/oneDNN
 # kernel settings, inputs and weights times 1 + 1e-7 N(0, 1); max of |ours - official| and the
-# spread of ours). Measured: best_c10 6.3e-3, resnet 2.6e-2, pool_1x1 1.5e-3, all_skip 1.8e-2;
+# spread of ours). Measured: best_c10 6.3e-3, resnet 2.6e-2, pool_1x1 1.6e-3, all_skip 1.8e-2;
 # all_none exactly 0.0.
-PARITY_RTOL = {"best_c10": 3e-2, "resnet": 1.1e-1, "pool_1x1": 6e-3, "all_skip": 8e-2}
+PARITY_RTOL = {"best_c10": 3e-2, "resnet": 1.1e-1, "pool_1x1": 7e-3, "all_skip": 8e-2}
 
 
 @pytest.mark.parametrize("tag", TAGS)

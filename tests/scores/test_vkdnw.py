@@ -34,18 +34,18 @@ TAGS = [pytest.param("best_c10", marks=SLOW), "resnet", pytest.param("pool_1x1",
 # Tolerances of the official (float32) mode against the official values: 4x the largest relative
 # deviation measured over emulated CPUs, rounded up (`python bench/cpu_spread.py run`, the table in
 # docs/benchmarks/cpu_spread.md: AMD EPYC AVX2, 1 and 2 threads, torch's scalar kernels, MKL SSE4.2,
-# oneDNN SSE4.1, inputs and weights times 1 + 1e-7 N(0, 1); max over |ours - official| and |ours - ours
-# with one thread|). The official statistic is float32, and for a rank-deficient F (most cells) its
-# lower deciles are float32 rounding noise of the SVD (~1e-7 of lambda_max), so it moves by up to 5 %
-# with ~1 ulp of the inputs (pool_1x1 loaded); the default clean mode (float64) does not (below).
-# Measured: best_c10 1.6e-2 / 2.1e-4 (loaded / re-initialised), resnet 1.6e-4 / 2.5e-4, pool_1x1
-# 5.2e-2 / 1.8e-3, all_skip 3.1e-7 / 3.9e-5; all_none exactly -0.0 (F = 0). (An Intel Xeon with
-# AVX-512 gave 0.62955 for best_c10 loaded, official 0.62787: 2.7e-3.)
+# MKL_CBWR=COMPATIBLE, oneDNN SSE4.1, inputs and weights times 1 + 1e-7 N(0, 1); max over
+# |ours - official| and |ours - ours with one thread|). The official statistic is float32, and for a
+# rank-deficient F (most cells) its lower deciles are float32 rounding noise of the SVD (~1e-7 of
+# lambda_max), so it moves by up to 5 % with ~1 ulp of the inputs (pool_1x1 loaded); the default
+# clean mode (float64) does not (below). Measured: best_c10 1.6e-2 / 2.1e-4 (loaded / re-initialised),
+# resnet 1.6e-4 / 2.5e-4, pool_1x1 5.2e-2 / 5.2e-3, all_skip 1.1e-6 / 3.9e-5; all_none exactly -0.0
+# (F = 0). (An Intel Xeon with AVX-512 gave 0.62955 for best_c10 loaded, official 0.62787: 2.7e-3.)
 TOLERANCE = {
     ("best_c10", "loaded_p1"): 7e-2, ("best_c10", "reinit_kaiming_seed0_p1"): 9e-4,
     ("resnet", "loaded_p1"): 7e-4, ("resnet", "reinit_kaiming_seed0_p1"): 2e-3,
-    ("pool_1x1", "loaded_p1"): 3e-1, ("pool_1x1", "reinit_kaiming_seed0_p1"): 8e-3,
-    ("all_skip", "loaded_p1"): 2e-6, ("all_skip", "reinit_kaiming_seed0_p1"): 2e-4,
+    ("pool_1x1", "loaded_p1"): 3e-1, ("pool_1x1", "reinit_kaiming_seed0_p1"): 3e-2,
+    ("all_skip", "loaded_p1"): 5e-6, ("all_skip", "reinit_kaiming_seed0_p1"): 2e-4,
 }
 
 

@@ -1,7 +1,8 @@
 """Tau/rho of every proxy and of the default rank ensemble on the cells of nb201_cifar10_proxies.csv.
 
 Writes ``nb201_cifar10_proxies_scored.csv`` (the proxies, the committed ``epe`` and ``ensemble``
-with ``DEFAULT_MEMBERS``) and runs ``run_benchmark`` on it (``nb201_cifar10_proxies_*`` files)::
+with ``TAU_MEMBERS``, the default of the time; this file has no MeCo or AZ-NAS column, so they tie) and runs
+``run_benchmark`` on it (``nb201_cifar10_proxies_*`` files)::
 
     python bench/nb201_proxies_report.py
 """
@@ -13,7 +14,7 @@ from _common import NB201_TRUTH, read_rows, replace_csv
 from nb201_table import TRUTH_COLUMNS
 
 from lightning_epe.benchmark import run_benchmark
-from lightning_epe.scores import DEFAULT_MEMBERS, rank_ensemble
+from lightning_epe.scores import TAU_MEMBERS, rank_ensemble
 
 DIR = "docs/benchmarks"
 
@@ -25,7 +26,7 @@ def main() -> None:
     for row in rows:
         row["epe"] = epe[row["index"]]
     ensemble = rank_ensemble([{k: float(v) for k, v in row.items() if k not in ("index", "arch_str", "seed")}
-                              for row in rows], DEFAULT_MEMBERS)
+                              for row in rows], TAU_MEMBERS)
     out = f"{DIR}/nb201_cifar10_proxies_scored.csv"
     replace_csv(out, [*rows[0], "ensemble"], ({**row, "ensemble": repr(value)} for row, value in zip(rows, ensemble)))
     run_benchmark(out, NB201_TRUTH, DIR, truth_columns=TRUTH_COLUMNS, plots=False, prefix="nb201_cifar10_proxies_")

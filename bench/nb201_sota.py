@@ -44,7 +44,8 @@ from _common import CIFAR10_SAMPLE, NB201_TRUTH, CsvAppender, kendall_tau_b, loa
 
 from lightning_epe.benchmark import rank_correlations
 from lightning_epe.benchmark.simulation import expected_random_search
-from lightning_epe.scores import DEFAULT_MEMBERS, get_score, score_many
+from lightning_epe.scores import DEFAULT_MEMBERS, TAU_MEMBERS, get_score, score_many
+from lightning_epe.scores import ensemble_values as library_ensemble_values
 from lightning_epe.scores.ensemble import rank_aggregate
 from lightning_epe.spaces import NB201Space
 
@@ -196,7 +197,8 @@ def report(args) -> int:
                  for r in tried))
     for s in (0, 1):
         samples[s][1]["ensemble"] = ensemble_values(samples[s][1], members)
-        samples[s][1]["default"] = ensemble_values(samples[s][1], DEFAULT_MEMBERS)
+        samples[s][1]["tau"] = ensemble_values(samples[s][1], TAU_MEMBERS)
+        samples[s][1]["default"] = library_ensemble_values(samples[s][1])  # two stages (docs/proxies.md)
     lines = ["# State-of-the-art proxies on NAS-Bench-201 (CIFAR-10 networks)\n",
              f"Made by `python bench/nb201_sota.py report --limit {args.limit}` from "
              f"`nb201_cifar10_proxies_sample0.csv` (+ the committed classic columns) and "
@@ -204,15 +206,17 @@ def report(args) -> int:
              f"{len(samples[1][0])} (the first {args.limit} of each sample). Members chosen on sample 0 only "
              f"(every subset of up to {args.max_members} of {len(candidates)} proxies, Kendall tau with "
              f"{TARGET}): **{' + '.join(members)}** (tau {tau_select:.3f} on sample 0)."
-             + f" The library's `DEFAULT_MEMBERS` (`default` below): {' + '.join(DEFAULT_MEMBERS)} (the chosen set "
-               "with MeCo's default clean mode, which works on any network, for its official NB201 module-tree "
-               "counting)."
+             + f" `tau` below: `TAU_MEMBERS`, {' + '.join(TAU_MEMBERS)} (the chosen set with MeCo's default clean "
+               "mode, which works on any network, for its official NB201 module-tree counting; the library's default "
+               "until issue 20). `default`: the library's default ensemble since issue 20, two stages over "
+               f"{' + '.join(DEFAULT_MEMBERS)} (`bench/nb201_top.py`, `docs/benchmarks/nb201_top_report.md`)."
              + (f" Estimated fused cost (member costs from `{args.costs}`): chosen "
-                f"{fused_cost(members, alone) / costs['epe_cpu_s']:.2f}x EPE alone, default "
+                f"{fused_cost(members, alone) / costs['epe_cpu_s']:.2f}x EPE alone, tau "
+                f"{fused_cost(TAU_MEMBERS, alone) / costs['epe_cpu_s']:.2f}x, default "
                 f"{fused_cost(DEFAULT_MEMBERS, alone) / costs['epe_cpu_s']:.2f}x." if costs else "") + "\n"]
     for s in (0, 1):
         rows = []
-        for p in [*proxies, "ensemble", "default"]:
+        for p in [*proxies, "ensemble", "tau", "default"]:
             row = [p]
             for t in TRUTHS:
                 c = rank_correlations(samples[s][1][p], truths[s][t])
@@ -237,7 +241,7 @@ def search_section(sample, truth, table_cls, number: int) -> list[str]:
     """Simulated random search (exact expectation) on one sample, beside params and the oracle."""
     cells, columns = sample
     picks = {"params": columns["params"], "epe": columns["epe"], "az_nas": columns["az_nas"],
-             "ensemble": columns["ensemble"], "default": columns["default"],
+             "ensemble": columns["ensemble"], "tau": columns["tau"], "default": columns["default"],
              "oracle (ranks by C10 valid acc)": truth[TARGET]}
     headers, rows = ["score", "N"] + list(SEARCH_TRUTHS) + [f"gap closed {t.split('_')[0]}" for t in SEARCH_TRUTHS], []
     for n in (100, 1000):

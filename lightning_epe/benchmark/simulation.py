@@ -41,13 +41,15 @@ def _truth_columns(truth_table) -> dict[str, np.ndarray]:
     return {"accuracy": np.asarray(truth_table, dtype=np.float64).ravel()}
 
 
-def expected_random_search(scores, truth, n: int) -> tuple[float, float]:
-    """Exact mean and std of the accuracy random search picks (N draws with replacement).
+def expected_random_search(scores, truth, n: int, replace: bool = True) -> tuple[float, float]:
+    """Exact mean and std of the accuracy random search picks: N draws, with replacement (EPE-NAS's
+    simulation, the default) or without (``replace=False``: N distinct cells, as a search of N candidates).
 
     The pick is the arg-max score of the draws (NaN ranked last; among equal scores the first
     drawn, so uniformly among the tied cells). With the cells' score groups sorted, the best
-    drawn group is g with probability ``(C_g / M)^N - (C_{g-1} / M)^N`` (C_g: cells scoring at
-    most g's score). Cells with NaN truth are left out of the pool.
+    drawn group is g with probability ``F(C_g) - F(C_{g-1})`` (C_g: cells scoring at most g's score),
+    ``F(C) = (C / M)^N`` with replacement and ``binom(C, N) / binom(M, N)`` without. Cells with NaN
+    truth are left out of the pool; without replacement N may not exceed the pool.
     """
     if n < 1:
         raise ValueError(f"N must be >= 1, got {n}")
@@ -59,21 +61,37 @@ def expected_random_search(scores, truth, n: int) -> tuple[float, float]:
     r, t = r[keep], t[keep]
     if t.size == 0:
         return float("nan"), float("nan")
+    if not replace and n > t.size:
+        raise ValueError(f"cannot draw N = {n} distinct cells from a table of {t.size} (with a known truth); "
+                         f"use N <= {t.size} or draws with replacement")
     groups, inverse, counts = np.unique(r, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=t, minlength=groups.size)
-    squares = np.bincount(inverse, weights=t * t, minlength=groups.size)
-    cumulative = np.cumsum(counts) / t.size
-    prob = cumulative ** n - np.concatenate([[0.0], cumulative[:-1]]) ** n
+    sums = np.bincount(inverse.ravel(), weights=t, minlength=groups.size)
+    squares = np.bincount(inverse.ravel(), weights=t * t, minlength=groups.size)
+    below = np.cumsum(counts)
+    at_most = _share_all_drawn_below(below, t.size, n, replace)
+    prob = at_most - np.concatenate([[0.0], at_most[:-1]])
     mean = float(np.sum(prob * sums / counts))
     second = float(np.sum(prob * squares / counts))
     return mean, float(np.sqrt(max(second - mean * mean, 0.0)))
 
 
+def _share_all_drawn_below(below: np.ndarray, m: int, n: int, replace: bool) -> np.ndarray:
+    """P(every one of N draws falls among the ``below`` lowest-scored of ``m`` cells), per count in ``below``."""
+    if replace:
+        return (below / m) ** n
+    from scipy.special import gammaln  # scipy comes with scikit-learn, a dependency
+
+    c = below.astype(np.float64)
+    log_ratio = gammaln(c + 1) - gammaln(np.maximum(c - n, 0) + 1) - gammaln(m + 1) + gammaln(m - n + 1)
+    return np.where(c >= n, np.exp(np.minimum(log_ratio, 0.0)), 0.0)
+
+
 def simulate_random_search(scores, truth_table, ns: Sequence[int] = (10, 100, 500, 1000), runs: int = 500,
-                           seed: int = 0) -> list[dict]:
+                           seed: int = 0, replace: bool = True) -> list[dict]:
     """Simulate the paper's random search over a score table covering the space (or a uniform sample).
 
-    Each run draws N cells uniformly *with replacement* from the table's cells, keeps the one
+    Each run draws N cells uniformly *with replacement* from the table's cells (``replace=False``: N
+    distinct cells, in random order), keeps the one
     with the highest score (NaN ranked last, ties to the first drawn) and records its accuracy in
     every ground-truth column. The same draws serve every column (one search, several reported
     accuracies) and, for a given ``seed``, every score column.
@@ -107,13 +125,16 @@ def simulate_random_search(scores, truth_table, ns: Sequence[int] = (10, 100, 50
         n = int(n)
         if n < 1:
             raise ValueError(f"every N must be >= 1, got {n}")
-        draws = rng.integers(0, m, size=(runs, n))
+        if not replace and n > m:
+            raise ValueError(f"cannot draw N = {n} distinct cells from a table of {m}; use N <= {m} or replace=True")
+        draws = (rng.integers(0, m, size=(runs, n)) if replace
+                 else np.stack([rng.choice(m, size=n, replace=False) for _ in range(runs)]))
         drawn = ranks[draws]
         best = draws[np.arange(runs), np.argmax(drawn, axis=1)]
         all_nan = int((drawn.max(axis=1) == 0).sum())
         for name, values in columns.items():
             picked = values[best]
-            exp_mean, exp_std = expected_random_search(scores, values, n)
+            exp_mean, exp_std = expected_random_search(scores, values, n, replace=replace)
             paper = PAPER_TABLE.get(n, {}).get(name)
             rows.append({
                 "n": n, "column": name,

@@ -6,7 +6,16 @@ all this package does. Add a proxy: one module here, its test, a row in docs/pro
 from . import az_nas, epe, gradient_proxies, jacob_cov, meco, naswot, size, swap, synflow, vkdnw, zico  # noqa: F401 (importing a score's module registers it)
 from ._validation import check_batch, check_labels, logits_of
 from .draws import Draws, draw_seed, rank_draws, reinitialising, score_draws, score_module, seeded
-from .ensemble import DEFAULT_MEMBERS, ensemble_scores, rank_ensemble
+from .ensemble import (
+    DEFAULT_MEMBERS,
+    DEFAULT_RERANK,
+    DEFAULT_WEIGHTS,
+    TAU_MEMBERS,
+    TOP_WEIGHTS,
+    ensemble_scores,
+    ensemble_values,
+    rank_ensemble,
+)
 from .epe import epe_score
 from .fused import score_many
 from .gradient_proxies import grad_norm_score, snip_score
@@ -17,8 +26,9 @@ from .size import flops_score, params_score
 from .synflow import synflow_score
 
 __all__ = [
-    "DEFAULT_MEMBERS", "Draws", "ScoreInfo", "available", "check_batch", "check_labels", "draw_seed",
-    "ensemble_scores", "epe_score", "flops_score", "get_score", "grad_norm_score", "jacob_cov_score", "list_scores",
+    "DEFAULT_MEMBERS", "DEFAULT_RERANK", "DEFAULT_WEIGHTS", "TAU_MEMBERS", "TOP_WEIGHTS", "Draws", "ScoreInfo",
+    "available", "check_batch", "check_labels", "draw_seed", "ensemble_scores", "ensemble_values", "epe_score",
+    "flops_score", "get_score", "grad_norm_score", "jacob_cov_score", "list_scores",
     "logits_of", "naswot_score", "params_score", "rank_draws", "rank_ensemble", "register_score", "reinitialising",
     "score_draws", "score_info", "score_many", "score_module", "seeded", "snip_score", "synflow_score",
     "unregister_score",

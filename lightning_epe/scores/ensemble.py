@@ -3,8 +3,9 @@
 A proxy's raw values are on unrelated scales (EPE ~1e3, synflow ~1e50, params ~1e6), but their
 *ranks* over the candidates being compared are comparable. As AZ-NAS (Lee & Ham, 2024) does, the
 ensemble value of candidate i is ``sum_m log(rank_m(i) / n)`` with ranks 1 (worst) .. n (best),
-ties averaged, NaN ranked worst (``ranking.py``). It is therefore relative: it only means something among the
-candidates it was computed over, and it changes when candidates are added.
+ties averaged, NaN ranked worst (``ranking.py``); members may be weighted, and a second stage may re-order
+the top of the first (the default ensemble, :data:`~.ranking.DEFAULT_RERANK`). It is therefore relative: it
+only means something among the candidates it was computed over, and it changes when candidates are added.
 """
 from __future__ import annotations
 
@@ -15,7 +16,19 @@ import torch
 from torch import nn
 
 from .fused import score_many
-from .ranking import DEFAULT_MEMBERS, average_ranks, check_members, rank_aggregate, rank_ensemble  # noqa: F401 (re-exported)
+from .ranking import (  # noqa: F401 (re-exported)
+    DEFAULT_MEMBERS,
+    DEFAULT_RERANK,
+    DEFAULT_WEIGHTS,
+    TAU_MEMBERS,
+    TOP_WEIGHTS,
+    average_ranks,
+    check_members,
+    ensemble_rule,
+    ensemble_values,
+    rank_aggregate,
+    rank_ensemble,
+)
 from .registry import get_score, register_score
 
 #: How each proxy's official code feeds it, used for ensemble members unless ``member_options`` say
@@ -40,7 +53,8 @@ def member_protocol(name: str, batch: int) -> dict:
 
 @register_score("ensemble", needs_labels=True, data_dependent=True, combine=rank_ensemble)
 def ensemble_scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None, *,
-                    members: Sequence[str] = DEFAULT_MEMBERS, member_options: Mapping[str, Mapping] | None = None,
+                    members: Sequence[str] | None = None, member_options: Mapping[str, Mapping] | None = None,
+                    weights: Mapping[str, float] | None = None, rerank: Mapping | None = None,
                     **options) -> dict[str, float]:
     """The member scores of one network (a dict ``{member: value}``); combine several with ``rank_ensemble``.
 
@@ -49,9 +63,11 @@ def ensemble_scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
     AZ-NAS and VKDNW 64 samples of noise), updated by ``member_options[member]`` (e.g.
     ``{"meco": {"samples": 64}}``); a network that cannot take a member's first rows (MeCo's single image
     through a train-mode BatchNorm on 1x1 features, as timm models at 32x32) gets the whole batch for
-    that member. Members that read the same pass of the network share it (``score_many``).
+    that member. Members that read the same pass of the network share it (``score_many``). ``members=None``:
+    :data:`DEFAULT_MEMBERS`. ``weights`` and ``rerank`` (:func:`~.ranking.ensemble_values`) are checked here and
+    used when the candidates are ranked (:func:`rank_ensemble`); they do not change a network's member scores.
     """
-    members = check_members(members)
+    members, _, _ = ensemble_rule(members, weights, rerank)
     accepted = {name: inspect.signature(get_score(name)).parameters for name in members}
     unknown = set(member_options or {}) - set(members)
     if unknown:

@@ -274,9 +274,10 @@ class ArchitectureSearch:
         if self.draws.relative:
             values = rank_draws([r["draws"] for r in scored])
         else:
-            members = self.score_options.get("members", None)
             table = [r["scores"] for r in scored]
-            values = self.score_info.combine(table, members) if members else self.score_info.combine(table)
+            given = {k: self.score_options[k] for k in ("members", "weights", "rerank")
+                     if self.score_options.get(k) is not None}
+            values = self.score_info.combine(table, **given)
         for record, value in zip(scored, values):
             record["score"] = _finite(value)
 

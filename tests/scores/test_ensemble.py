@@ -19,6 +19,68 @@ def test_rank_ensemble_by_hand():
     assert got == pytest.approx(expected)
 
 
+def test_weighted_rank_ensemble_by_hand_and_bad_weights():
+    table = [{"epe": 1.0, "params": 30.0}, {"epe": 3.0, "params": 10.0}, {"epe": 2.0, "params": 20.0}]
+    weights = {"epe": 2.0, "params": -0.5}  # ranks: epe 1, 3, 2; params 3, 1, 2
+    expected = [2 * math.log(1 / 3) - 0.5 * math.log(3 / 3), 2 * math.log(3 / 3) - 0.5 * math.log(1 / 3),
+                1.5 * math.log(2 / 3)]
+    assert rank_ensemble(table, ("epe", "params"), weights) == pytest.approx(expected)
+    assert rank_ensemble(table, ("epe", "params"), {"epe": 1, "params": 1}) == pytest.approx(
+        rank_ensemble(table, ("epe", "params")))  # unit weights: the unweighted aggregate
+    with pytest.raises(ValueError, match=r"missing \['params'\]"):
+        rank_ensemble(table, ("epe", "params"), {"epe": 1.0})
+    with pytest.raises(ValueError, match=r"not members \['synflow'\]"):
+        rank_ensemble(table, ("epe", "params"), {"epe": 1.0, "params": 1.0, "synflow": 1.0})
+    with pytest.raises(ValueError, match="finite number"):
+        rank_ensemble(table, ("epe", "params"), {"epe": float("nan"), "params": 1.0})
+    with pytest.raises(ValueError, match="map each member"):
+        rank_ensemble(table, ("epe", "params"), [1.0, 2.0])
+
+
+def test_top_weights_name_registered_scores():
+    from lightning_epe.scores import TOP_WEIGHTS
+
+    assert all(score_info(name) for name in TOP_WEIGHTS)
+    assert rank_ensemble([{m: 1.0 for m in TOP_WEIGHTS}], tuple(TOP_WEIGHTS), TOP_WEIGHTS) == [0.0]
+
+
+def test_two_stages_reorder_the_top_of_the_first_by_hand():
+    # epe ranks d > c > b > a; params ranks a > b > c > d. Stage 1 by epe, its top half (d, c) re-ordered by params
+    table = [{"epe": 1.0, "params": 40.0}, {"epe": 2.0, "params": 30.0}, {"epe": 3.0, "params": 20.0},
+             {"epe": 4.0, "params": 10.0}]
+    rerank = {"keep": 0.5, "weights": {"epe": 0.0, "params": 1.0}}
+    got = rank_ensemble(table, ("epe", "params"), {"epe": 1.0, "params": 0.0}, rerank)
+    assert got == pytest.approx(np.log(np.array([1, 2, 4, 3]) / 4))  # final order c > d > b > a
+    whole = rank_ensemble(table, ("epe", "params"), {"epe": 1.0, "params": 0.0}, {**rerank, "keep": 1.0})
+    assert whole == pytest.approx(np.log(np.array([4, 3, 2, 1]) / 4))  # keep everything: the second stage alone
+    with pytest.raises(ValueError, match="keep must be a fraction"):
+        rank_ensemble(table, ("epe", "params"), None, {**rerank, "keep": 0.0})
+    with pytest.raises(ValueError, match="rerank must be"):
+        rank_ensemble(table, ("epe", "params"), None, {"weights": rerank["weights"]})
+    with pytest.raises(ValueError, match="weights must name exactly"):
+        rank_ensemble(table, ("epe", "params"), None, {"keep": 0.5, "weights": {"params": 1.0}})
+
+
+def test_the_default_ensemble_is_the_tau_members_then_the_top_weights():
+    from lightning_epe.scores import DEFAULT_MEMBERS, DEFAULT_RERANK, DEFAULT_WEIGHTS, TAU_MEMBERS, TOP_WEIGHTS
+    from lightning_epe.scores.ensemble import average_ranks, rank_aggregate
+
+    rng = np.random.default_rng(1)
+    table = [{m: float(v) for m, v in zip(DEFAULT_MEMBERS, row)} for row in rng.normal(size=(40, len(DEFAULT_MEMBERS)))]
+    columns = {m: np.array([r[m] for r in table]) for m in DEFAULT_MEMBERS}
+    first = rank_aggregate({m: columns[m] for m in TAU_MEMBERS})
+    second = rank_aggregate(columns, TOP_WEIGHTS)
+    top = average_ranks(first) > (1 - DEFAULT_RERANK["keep"]) * 40
+    assert top.sum() == round(DEFAULT_RERANK["keep"] * 40)
+    expected_order = np.where(top, 100 + second, first)  # the top by the second stage, above the rest
+    got = np.array(rank_ensemble(table))
+    assert np.argsort(got).tolist() == np.argsort(expected_order).tolist()
+    assert rank_ensemble(table) == rank_ensemble(table, DEFAULT_MEMBERS, DEFAULT_WEIGHTS, DEFAULT_RERANK)
+    # the previous default, one stage over the tau members, stays reachable by naming them
+    assert rank_ensemble(table, TAU_MEMBERS) == pytest.approx(first.tolist())
+    assert set(DEFAULT_WEIGHTS) == set(TOP_WEIGHTS) == set(DEFAULT_MEMBERS) >= set(TAU_MEMBERS)
+
+
 def test_ties_share_ranks_and_nan_ranks_worst():
     table = [{"epe": 5.0}, {"epe": 5.0}, {"epe": float("nan")}, {"epe": None}, {"epe": 7.0}]
     got = rank_ensemble(table, members=("epe",))
@@ -68,6 +130,19 @@ def test_ensemble_search_ranks_candidates_and_resumes(tiny_data, tmp_path):
     assert on_disk[0]["score"] == pytest.approx(0.0)  # provisional: the only candidate so far ranks first
     again = ArchitectureSearch(**options).run(tiny_data)  # resumed from the records: the same ranking
     assert [r["score"] for r in again.records] == pytest.approx([r["score"] for r in result.records])
+
+
+def test_a_weighted_ensemble_search_ranks_with_its_weights(tiny_data):
+    from lightning_epe.search import ArchitectureSearch
+
+    members, weights = ["epe", "params"], {"epe": 1.0, "params": -3.0}
+    common = dict(score="ensemble", budget=5, seed=0, build_options={"C": 2, "N": 1}, accelerator="cpu", progress=False)
+    result = ArchitectureSearch(score_options={"members": members, "weights": weights}, **common).run(tiny_data)
+    table = [r["scores"] for r in result.records]
+    assert [r["score"] for r in result.records] == pytest.approx(rank_ensemble(table, members, weights))
+    assert [r["score"] for r in result.records] != pytest.approx(rank_ensemble(table, members))
+    with pytest.raises(ValueError, match="weights must name exactly the members"):
+        ArchitectureSearch(score_options={"members": members, "weights": {"epe": 1.0}}, **common).run(tiny_data)
 
 
 def test_callback_logs_member_scores_of_an_ensemble():

@@ -52,6 +52,7 @@ KERNEL_ENVS = {
     "onednn=AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
 }
 PERTURB_REL = 1e-7
+FAMILIES = ("sota", "epe")
 
 
 # ------------------------------------------------------------------------------------------ worker
@@ -61,6 +62,47 @@ def _perturbed(t, generator):
     if not t.is_floating_point():
         return t
     return t * (1 + PERTURB_REL * torch.randn(t.shape, generator=generator, dtype=torch.float64)).to(t.dtype)
+
+
+def measure_epe_family(perturb: int, tags=TAGS) -> dict[str, float]:
+    """EPE (the reference path, both class-count branches), NASWOT v1 (jacob_cov) and v2, and the input gradient
+    of the official test vectors, for one variant: ``{"score | official | where": value}``. ``input_gradient``
+    is the largest deviation of any entry from the official gradient, over the gradient's largest entry."""
+    import numpy as np
+    import torch
+
+    from lightning_epe.scores import epe_score, jacob_cov_score, naswot_score
+    from lightning_epe.scores._gradients import input_gradient
+    from lightning_epe.scores._isolation import scoring_context
+    from lightning_epe.spaces import NB201Space
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    generator = torch.Generator().manual_seed(perturb)
+    noisy = (lambda t: _perturbed(t, generator)) if perturb else (lambda t: t)
+    base = REFERENCE / "epe_official_seed0"
+    archs = json.loads((base / "expected.json").read_text())["archs"]
+    inputs = np.load(base / "inputs.npz")
+    x, y = noisy(torch.from_numpy(inputs["x"])), torch.from_numpy(inputs["y"])
+    values: dict[str, float] = {}
+    for tag in tags:
+        state = {k: noisy(torch.from_numpy(v)) for k, v in np.load(base / f"state_dict_{tag}.npz").items()}
+        net = NB201Space().build(archs[tag]["arch_str"], num_classes=10)
+        net.load_state_dict(state, strict=True)
+        values[f"epe | official | {tag}"] = epe_score(net, x, y, reference=True)
+        values[f"epe | official | {tag} n120"] = epe_score(net, x, y, class_count=120, reference=True)
+        if tag == "best_c10":
+            official = torch.from_numpy(np.load(base / "jacobian_best_c10.npz")["jacobian"])
+            with scoring_context(net, torch.device("cpu")):
+                gradient, _ = input_gradient(net, x)
+            values[f"input_gradient | official | {tag}"] = float((gradient - official).abs().max()
+                                                                  / official.abs().max())
+        with torch.random.fork_rng(devices=[]):  # the official NASWOT nets: one class, built under seed 0
+            torch.manual_seed(0)
+            one_class = NB201Space().build(archs[tag]["arch_str"], num_classes=1)
+        one_class.load_state_dict({k: v for k, v in state.items() if not k.startswith("classifier.")}, strict=False)
+        values[f"jacob_cov | official | {tag}"] = jacob_cov_score(one_class, x)
+        values[f"naswot | official | {tag}"] = naswot_score(one_class, x, mode="official")
+    return values
 
 
 def measure(perturb: int, tags=TAGS, committed: bool = True) -> dict[str, float]:
@@ -210,7 +252,14 @@ def official_values() -> dict[str, float]:
     """The official value of each reference key (sota_official_seed0/expected.json)."""
     archs = json.loads((REFERENCE / "sota_official_seed0" / "expected.json").read_text())["archs"]
     out = {}
+    epe = json.loads((REFERENCE / "epe_official_seed0" / "expected.json").read_text())["archs"]
     for tag in TAGS:
+        out[f"epe | official | {tag}"] = epe[tag]["epe"]
+        out[f"epe | official | {tag} n120"] = epe[tag]["epe_if_n_classes_120"]
+        out[f"jacob_cov | official | {tag}"] = epe[tag]["naswot_v1"]
+        out[f"naswot | official | {tag}"] = epe[tag]["naswot_v2"]
+        if tag == "best_c10":
+            out[f"input_gradient | official | {tag}"] = 0.0
         a = archs[tag]
         for key in ("loaded_p1", "reinit_kaiming_seed0_p1"):
             out[f"vkdnw_entropy | official | {tag} {key}"] = a["vkdnw"][key]["vkdnw_entropy"]
@@ -322,6 +371,7 @@ def main(argv=None) -> int:
     w.add_argument("--perturb", type=int, default=0)
     w.add_argument("--tags", nargs="*", default=list(TAGS))
     w.add_argument("--no-committed", action="store_true")
+    w.add_argument("--family", choices=FAMILIES, default="sota")
     r = sub.add_parser("run")
     r.add_argument("--out", default="docs/benchmarks/cpu_spread.md")
     r.add_argument("--seeds", type=int, default=3)
@@ -331,6 +381,8 @@ def main(argv=None) -> int:
     r.add_argument("--cache", type=Path, help="a folder keeping each variant's values (a rerun reuses them)")
     r.add_argument("--tags", nargs="*", default=list(TAGS))
     r.add_argument("--no-committed", action="store_true")
+    r.add_argument("--family", choices=FAMILIES, default="sota",
+                   help="sota: the state-of-the-art proxies and committed cells; epe: EPE, NASWOT v1/v2, the gradient")
     t = sub.add_parser("tests", help="run pytest under every kernel setting with 1 and 2 threads")
     t.add_argument("--jobs", type=int, default=2)
     t.add_argument("pytest_args", nargs=argparse.REMAINDER)
@@ -338,9 +390,11 @@ def main(argv=None) -> int:
     if args.cmd == "tests":
         print(test_matrix(args.pytest_args, args.jobs))
         return 0
-    extra = ["--tags", *args.tags] + (["--no-committed"] if args.no_committed else [])
+    extra = ["--tags", *args.tags, "--family", args.family] + (["--no-committed"] if args.no_committed else [])
     if args.cmd == "worker":
-        print(json.dumps(measure(args.perturb, tuple(args.tags), not args.no_committed)))
+        values = (measure_epe_family(args.perturb, tuple(args.tags)) if args.family == "epe"
+                  else measure(args.perturb, tuple(args.tags), not args.no_committed))
+        print(json.dumps(values))
         return 0
     todo = variants(args.seeds)
     if args.only:  # in the order given

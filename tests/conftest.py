@@ -25,6 +25,27 @@ CIFAR10_SAMPLE = SHARED / "cifar10" / "cifar10_sample.npz"
 SOTA = SHARED / "reference" / "sota_official_seed0" / "expected.json"
 
 
+#: How far a committed EPE value (made on another machine) may move when rescored: 4x the largest relative deviation
+#: of EPE over the reference cells measured over emulated CPUs (thread counts, torch/MKL/oneDNN kernel settings,
+#: 1-ulp perturbations): 1.35e-3 (best_c10, 120-class branch), by ``python bench/cpu_spread.py run --family epe``
+#: (docs/benchmarks/cpu_spread_epe.md). EPE sums logarithms of correlations of input gradients that a CPU's
+#: convolution kernels round differently; on one machine, thread count and kernels fixed, it repeats bit for bit.
+EPE_RESCORED_REL = 6e-3
+
+
+# Per column: 4x the largest relative deviation from the committed value measured over emulated CPUs
+# on the three cheapest finite cells of each sample, rounded up (`python bench/cpu_spread.py run`,
+# docs/benchmarks/cpu_spread.md: 1 and 2 threads, torch/MKL/oneDNN kernel settings, inputs and weights
+# times 1 + 1e-7 N(0, 1); max of |ours - committed| and the spread of ours). The rows were made with
+# the float32 official paths (VKDNW mode="official"). Counts (params, flops, swap) are exact.
+COMMITTED_RTOL = {
+    "epe": 4e-4, "jacob_cov": 3e-4, "naswot": 2e-6, "grad_norm": 9e-5, "snip": 9e-5, "synflow": 3e-7,
+    "params": 0.0, "flops": 0.0, "swap": 0.0,
+    "zico": 4e-2, "meco": 2e-3, "meco_official": 7e-4,
+    "az_expressivity": 4e-7, "az_progressivity": 5e-6, "az_trainability": 2e-5, "vkdnw": 3e-6,
+}
+
+
 def load_bench_script(name: str):
     """A script of bench/ as a module (bench/ on sys.path: the scripts import each other)."""
     bench = Path(__file__).resolve().parents[1] / "bench"

@@ -16,7 +16,7 @@ from lightning_epe.cli import main
 from lightning_epe.scores import Draws, draw_seed, epe_score, rank_draws, reinitialising, score_draws, seeded
 from lightning_epe.search import ArchitectureSearch
 from lightning_epe.spaces import NB201Space
-from tests.conftest import CIFAR10_SAMPLE, load_bench_script, require
+from tests.conftest import CIFAR10_SAMPLE, EPE_RESCORED_REL, load_bench_script, require
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
@@ -395,9 +395,10 @@ def test_committed_draws_reproduce_with_score_draws():
         return space.build(index, num_classes=10, C=16, N=5)
 
     both = score_draws(build_cell, b, Draws(3, "both"), seed=index)
-    assert both == pytest.approx([float(row[c]) for c in ("epe@b0", "epe@d1", "epe@d2")], rel=1e-9)
+    # committed on another machine: EPE moves with the CPU's kernels (EPE_RESCORED_REL says how far)
+    assert both == pytest.approx([float(row[c]) for c in ("epe@b0", "epe@d1", "epe@d2")], rel=EPE_RESCORED_REL)
     over_batches = score_draws(build_cell, b, Draws(2, "batches"), seed=index)
-    assert over_batches[1] == pytest.approx(float(row["epe@b1"]), rel=1e-9)
+    assert over_batches[1] == pytest.approx(float(row["epe@b1"]), rel=EPE_RESCORED_REL)
 
 
 def test_committed_epe_k4_is_the_mean_of_four_batch_draws():

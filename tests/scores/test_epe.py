@@ -11,6 +11,12 @@ from lightning_epe.spaces import NB201Space
 from tests.conftest import official_net
 
 TAGS = ["best_c10", "resnet", "pool_1x1", "all_skip", "all_none"]
+#: Relative tolerance against the official values per cell: 4x (rounded up, at least 1e-6) the largest deviation
+#: measured over emulated CPUs (thread counts, torch/MKL/oneDNN kernel settings, 1-ulp perturbations) by
+#: ``python bench/cpu_spread.py run --family epe`` (docs/benchmarks/cpu_spread_epe.md): best_c10 1.05e-3 (120
+#: classes 1.28e-3), resnet 2.8e-4, pool_1x1 5e-6 (6.9e-6), all_skip 3e-7 (1.2e-6). The deep convolutional cells
+#: move most: their input gradients are rounded differently by each CPU's convolution kernels.
+OFFICIAL_REL = {"best_c10": 6e-3, "resnet": 1.2e-3, "pool_1x1": 3e-5, "all_skip": 5e-6, "all_none": 1e-6}
 
 
 @pytest.mark.parametrize("tag", TAGS)
@@ -24,7 +30,7 @@ def test_reference_path_matches_official_vectors(reference, tag, class_count, ke
     if math.isnan(expected):
         assert math.isnan(ours)
     else:
-        assert abs(ours - expected) / abs(expected) <= 1e-6
+        assert abs(ours - expected) / abs(expected) <= OFFICIAL_REL[tag]
 
 
 @pytest.mark.parametrize("tag", ["resnet", "all_skip"])

@@ -21,6 +21,9 @@ from tests.conftest import CIFAR10_SAMPLE, REFERENCE, require
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 ACCURACY_CELLS = [9930, 1601, 8978, 1835, 2580, 4141, 6500, 7777, 11000, 13524, 15000, 321]
+#: The input gradient of best_c10 against the official vector: 4x the largest deviation of any entry, over the
+#: largest entry, measured over emulated CPUs (``python bench/cpu_spread.py run --family epe``): 0.049.
+GRADIENT_SPREAD = 0.2
 
 
 @pytest.fixture(autouse=True)
@@ -122,12 +125,20 @@ def test_exact_avg_pool_falls_back_where_it_does_not_apply():
 
 @pytest.mark.slow
 def test_gradient_matches_the_official_code_vector(reference):
-    jacobian = np.load(require(REFERENCE / "jacobian_best_c10.npz"))["jacobian"]
+    """Bit for bit the official procedure run here (same kernels), and the official vector within the spread of the
+    convolution kernels: GRADIENT_SPREAD, 4x the largest deviation (over the gradient's largest entry) measured over
+    emulated CPUs by ``python bench/cpu_spread.py run --family epe`` (docs/benchmarks/cpu_spread_epe.md). A CPU
+    with other convolution kernels rounds differently, and a ReLU whose input is near 0 can switch a path off."""
+    jacobian = torch.from_numpy(np.load(require(REFERENCE / "jacobian_best_c10.npz"))["jacobian"])
     net = NB201Space().build(reference["expected"]["best_c10"]["arch_str"])
     net.load_state_dict(reference["state_dict"]("best_c10"))
     with scoring_context(net, torch.device("cpu")):
         ours, _ = input_gradient(net, reference["x"])
-    assert np.array_equal(ours.numpy(), jacobian)
+        x = reference["x"].clone().requires_grad_(True)  # the official procedure (spec, step 1)
+        _, logits = net(x)
+        logits.backward(torch.ones_like(logits))
+    assert torch.equal(ours, x.grad.reshape(len(x), -1))
+    assert (ours - jacobian).abs().max() <= GRADIENT_SPREAD * jacobian.abs().max()
 
 
 def test_accuracy_rule_on_small_networks():

@@ -71,6 +71,13 @@ def test_naswot_official_mode_matches_test_vectors(reference, tag):
         assert abs(got - expected) <= 1e-6 * abs(expected)
 
 
+#: jacob_cov's relative tolerance per cell: 4x (rounded up, at least 1e-6) the largest deviation from the official
+#: value measured over emulated CPUs by ``python bench/cpu_spread.py run --family epe``
+#: (docs/benchmarks/cpu_spread_epe.md): best_c10 1.3e-5, resnet 2.7e-7, the others below 1e-7. (naswot, a log-
+#: determinant of binary codes, moved by 1e-8 at most: its 1e-6 stands.)
+JACOB_COV_REL = {"best_c10": 6e-5, "resnet": 2e-6}
+
+
 @pytest.mark.parametrize("tag", TAGS)
 def test_jacob_cov_matches_test_vectors(reference, tag):
     expected = reference["expected"][tag]["naswot_v1"]
@@ -80,7 +87,7 @@ def test_jacob_cov_matches_test_vectors(reference, tag):
     if math.isnan(expected):
         assert math.isnan(got)  # all-none cell: zero gradient rows
     else:
-        assert abs(got - expected) <= 1e-6 * abs(expected)
+        assert abs(got - expected) <= JACOB_COV_REL.get(tag, 1e-6) * abs(expected)
 
 
 def test_naswot_clean_mode_on_the_all_none_cell_is_minus_inf(reference):

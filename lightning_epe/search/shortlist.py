@@ -150,10 +150,11 @@ def shortlisted(records: list[dict], k: int) -> list[dict]:
     return sorted(best.values(), key=lambda r: (-r["score"], r["trial"]))[:k]
 
 
-def shortlist_id(search_config: dict, shortlist: Shortlist, module_options: dict) -> str:
+def shortlist_id(search_config: dict, shortlist: Shortlist, module_options: dict, accelerator: str = "auto") -> str:
     """The id of what determines a short fit's value: the scores' configuration (its ``config_id``: which
-    candidates are shortlisted), the shortlist's settings, the module that trains and its options."""
-    part = {"scores": config_id(search_config), "data": search_config.get("data"),
+    candidates are shortlisted), the shortlist's settings, the module that trains and its options, and the
+    accelerator the fits run on (unless ``shortlist.trainer`` names one)."""
+    part = {"scores": config_id(search_config), "data": search_config.get("data"), "accelerator": accelerator,
             "build_options": search_config.get("build_options"), "num_classes": search_config.get("num_classes"),
             "shortlist": dataclasses.asdict(shortlist), "module": module_options}
     text = json.dumps(part, sort_keys=True, separators=(",", ":"), default=str)
@@ -305,7 +306,7 @@ def run_shortlist(search, datamodule, records: list[dict], module_options: dict,
                      "all of them are trained briefly")
         report(notes[-1])
     config = json.loads(json.dumps(search.config(datamodule), default=str))  # (as config.json holds it)
-    ident = shortlist_id(config, shortlist, module_options)
+    ident = shortlist_id(config, shortlist, module_options, search.accelerator)
     directory = Path(search.results_dir) if search.results_dir else None
     lock = DirectoryLock(directory) if directory is not None else contextlib.nullcontext()
     start = time.perf_counter()

@@ -322,7 +322,7 @@ def run_shortlist(search, datamodule, records: list[dict], module_options: dict,
                 notes.append(f"the shortlist configuration changed: the earlier short fits were moved to "
                              f"{store.moved}/")
                 report(notes[-1])
-        rounds, pool, round_ = [], candidates, 0
+        rounds, pool, round_, winner = [], candidates, 0, None
         while True:
             budget = shortlist.budget(round_)
             results = []
@@ -342,12 +342,12 @@ def run_shortlist(search, datamodule, records: list[dict], module_options: dict,
             rounds.append(results)
             ok = [r for r in results if r["error"] is None]
             ranked = sorted(ok, key=lambda r: (-r["value"] if shortlist.mode == "max" else r["value"]))
+            winner = ranked[0] if ranked else winner  # (a round whose fits all failed: the previous round's best)
             if not shortlist.halving or len(ranked) <= 2:  # (of two, the better one wins: no further round)
                 break
             by_key = {ShortlistStore.key(0, r["candidate"]): r for r in pool}
             pool = [by_key[ShortlistStore.key(0, r["candidate"])] for r in ranked[:math.ceil(len(ranked) / 2)]]
             round_ += 1
-        winner = ranked[0] if ranked else None
         if winner is None:
             notes.append(f"every short fit failed (e.g. {results[0]['error'][:200]}): the training-free pick goes "
                          "on")

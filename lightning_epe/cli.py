@@ -159,6 +159,9 @@ def _run_experiment(command: str, cfg: Namespace, parser: ArgumentParser) -> dic
     if search.results_dir:
         console.print(f"results in {search.results_dir}/")
     if command == "score":
+        if search.shortlist.enabled:
+            console.print(f"note: the shortlist stage (k={search.shortlist.k}) trains, so it runs with `search`, not "
+                          "`score`", soft_wrap=True)
         return {"best": best}
     candidate = search.select(datamodule, report=lambda text: console.print(text, soft_wrap=True),
                               **_module_options(cfg))

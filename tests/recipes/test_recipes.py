@@ -90,3 +90,6 @@ def test_the_shortlist_recipe_runs_offline_with_small_overrides(tmp_path, capsys
     assert len((tmp_path / "shortlist.jsonl").read_text().splitlines()) == len(fits)
     assert main(["fit", "--config", "nb201_cifar10_shortlist", *small]) == 0  # fit: the directory's pick
     assert f"training the best of {tmp_path}/: {winner['arch']}" in capsys.readouterr().out
+    assert main(["score", "--config", "nb201_cifar10_shortlist", *small]) == 0  # score trains nothing: a note
+    assert "the shortlist stage (k=5) trains, so it runs with `search`" in capsys.readouterr().out
+    assert len((tmp_path / "shortlist.jsonl").read_text().splitlines()) == len(fits)

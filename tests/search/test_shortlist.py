@@ -43,6 +43,7 @@ class Reporting(L.LightningModule):
 
     trained: list[str] = []
     fail: set[str] = set()
+    fail_from_steps: int | None = None  # every training with a budget of at least that many steps fails
 
     def __init__(self, net, lr: float = 0.01):
         super().__init__()
@@ -50,7 +51,8 @@ class Reporting(L.LightningModule):
         Reporting.trained.append(net.name)
 
     def training_step(self, batch, _):
-        if self.net.name in Reporting.fail:
+        late = Reporting.fail_from_steps is not None and self.trainer.max_steps >= Reporting.fail_from_steps
+        if self.net.name in Reporting.fail or late:
             raise RuntimeError(f"the training of {self.net.name} broke")
         return nn.functional.cross_entropy(self.net(batch[0]), batch[1])
 
@@ -65,6 +67,7 @@ class Reporting(L.LightningModule):
 def _fresh():
     Reporting.trained.clear()
     Reporting.fail.clear()
+    Reporting.fail_from_steps = None
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +217,12 @@ def test_one_writer_a_held_directory_is_refused(digits, tmp_path):
         with pytest.raises(ResultsDirectoryBusy):
             search.select(digits, module=Reporting)
     assert search.select(digits, module=Reporting) == max(top(search, 2), key=QUALITY.get)  # free again
+
+
+def test_a_halving_round_that_fails_whole_leaves_the_previous_rounds_best(digits):
+    Reporting.fail_from_steps = 2  # round 1 (2 steps) fails for every candidate
+    search = make({"k": 5, "halving": True, "steps": 1, "trainer": {"limit_val_batches": 1, "accelerator": "cpu"}})
+    assert search.select(digits, module=Reporting) == "b"  # round 0's best
+    rounds = search.shortlist_result["rounds"]
+    assert len(rounds) == 2 and all(r["error"] for r in rounds[1])
+    assert search.shortlist_result["winner"]["value"] == pytest.approx(0.9)

@@ -159,12 +159,24 @@ def _run_experiment(command: str, cfg: Namespace, parser: ArgumentParser) -> dic
     if search.results_dir:
         console.print(f"results in {search.results_dir}/")
     if command == "score":
+        if search.shortlist.enabled:
+            console.print(f"note: the shortlist stage (k={search.shortlist.k}) trains, so it runs with `search`, not "
+                          "`score`", soft_wrap=True)
         return {"best": best}
-    fit_id = fit_config_id(parser, cfg, best["candidate"], search, datamodule)
+    candidate = search.select(datamodule, report=lambda text: console.print(text, soft_wrap=True),
+                              **_module_options(cfg))
+    what = "the best candidate"
+    if search.shortlist_result is not None:
+        won = search.shortlist_result["winner"]
+        value = "" if won["value"] is None else f", {search.shortlist_result['metric']} {won['value']:.4f}"
+        console.print(f"[bold green]shortlist winner[/]: {won['arch']} (candidate {won['candidate']}{value}; "
+                      f"{search.shortlist_result['seconds']:.1f} s)", soft_wrap=True)
+        what = "the shortlist's winner"
+    fit_id = fit_config_id(parser, cfg, candidate, search, datamodule)
     if search.results_dir and not cfg.refit:
-        done = _finished_fit(search.results_dir, best["candidate"], fit_id)
+        done = _finished_fit(search.results_dir, candidate, fit_id)
         if done is not None:  # the main job resumes as a whole: its training is done too
-            console.print(f"[bold green]test accuracy of the best candidate[/]: {done['test_accuracy']:.4f} "
+            console.print(f"[bold green]test accuracy of {what}[/]: {done['test_accuracy']:.4f} "
                           f"(trained before with this configuration: {search.results_dir}/summary.json; --refit "
                           "trains it again)", soft_wrap=True)
             threads = (done.get("fit") or {}).get("torch_threads")
@@ -173,9 +185,9 @@ def _run_experiment(command: str, cfg: Namespace, parser: ArgumentParser) -> dic
                               f"{torch_threads()}: training again here would give slightly different numbers "
                               "(README: which numbers repeat)", soft_wrap=True)
             return {"best": best, "test": done.get("test_metrics")}
-    metrics = search.fit(init.trainer, datamodule, fit_config_id=fit_id, **_module_options(cfg))
-    _report_test(metrics, "the best candidate")
-    return {"best": best, "test": metrics}
+    metrics = search.fit(init.trainer, datamodule, candidate=candidate, fit_config_id=fit_id, **_module_options(cfg))
+    _report_test(metrics, what)
+    return {"best": best, "test": metrics, "shortlist": search.shortlist_result}
 
 
 def _module_options(cfg: Namespace) -> dict:
@@ -213,6 +225,10 @@ def _fit(cfg: Namespace, parser: ArgumentParser, init: Namespace, search) -> dic
     directory = resolve_results_dir(cfg.results_dir)
     config, summary = read_directory(directory) if directory is not None and directory.is_dir() else (None, {})
     best = summary.get("best")
+    won = (summary.get("shortlist") or {}).get("winner")
+    if best and won:  # a search with a shortlist stage: its winner is the directory's pick
+        best = {"candidate": won["candidate"], "arch": won.get("arch"),
+                "score": f"{summary['shortlist'].get('metric')} {won.get('value')} (the shortlist's winner)"}
     if cfg.candidate is None:
         if not best:
             where = (f"{directory} holds no finished search (no {SUMMARY} with a best candidate): run "

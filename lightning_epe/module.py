@@ -105,14 +105,14 @@ class CandidateModule(L.LightningModule):
 
 def fit_and_test(trainer: L.Trainer, datamodule, candidate: Hashable, *, space: CandidateSpace | None = None,
                  num_classes: int = 10, build_options: dict | None = None, module: Callable | str | None = None,
-                 **module_options) -> dict[str, float]:
+                 test: bool = True, **module_options) -> dict[str, float]:
     """Train ``candidate`` with ``trainer`` on ``datamodule``, test it, return the test metrics (floats).
 
     The one way to train a candidate: ``ArchitectureSearch.fit`` and the ``fit``/``search`` commands
     call it. ``module``: None for :class:`CandidateModule` (``module_options``: its optimiser settings ...), or
     your LightningModule class or a factory (or its dotted path), called as ``module(network, **module_options)``
     with the candidate's network, built untrained from the global RNG (``seed_everything``). A module without a
-    ``test_step`` is trained and not tested (empty metrics).
+    ``test_step`` is trained and not tested (empty metrics); ``test=False`` trains only (the shortlist's short fits).
     """
     if module is None:
         model = CandidateModule(candidate, num_classes=num_classes, space=space, build_options=build_options,
@@ -125,7 +125,7 @@ def fit_and_test(trainer: L.Trainer, datamodule, candidate: Hashable, *, space: 
             raise TypeError(f"module={module!r} returned {type(model).__name__}, not a LightningModule: pass your "
                             "LightningModule class, or a function network -> LightningModule")
     trainer.fit(model, datamodule=datamodule)
-    if not is_overridden("test_step", model):
+    if not test or not is_overridden("test_step", model):
         return {}
     return {k: float(v) for k, v in trainer.test(model, datamodule=datamodule, verbose=False)[0].items()}
 

@@ -3,6 +3,7 @@ from .leaderboard import Leaderboard, TensorBatch, rank
 from .lock import DirectoryLock, ResultsDirectoryBusy
 from .loop import SearchLoop, SearchResult
 from .search import ArchitectureSearch
+from .shortlist import Shortlist
 from .store import ConfigMismatchError, MemoryStore, ResultsStore
 from .strategies import (
                          ExhaustiveSearch,
@@ -17,7 +18,7 @@ from .strategies import (
 
 __all__ = [
     "ArchitectureSearch", "ConfigMismatchError", "DirectoryLock", "ExhaustiveSearch", "Leaderboard", "MemoryStore",
-    "RandomSearch",
-    "RegularizedEvolution", "ResultsDirectoryBusy", "ResultsStore", "SearchLoop", "SearchResult", "Strategy",
+    "RandomSearch", "RegularizedEvolution", "ResultsDirectoryBusy", "ResultsStore", "SearchLoop", "SearchResult",
+    "Shortlist", "Strategy",
     "TensorBatch", "get_strategy", "list_strategies", "make_strategy", "rank", "register_strategy",
 ]

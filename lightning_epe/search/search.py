@@ -31,6 +31,7 @@ from .batches import ScoringBatches
 from .lock import DirectoryLock
 from .loggers import as_loggers
 from .loop import SearchLoop, SearchResult
+from .shortlist import Shortlist, run_shortlist
 from .store import (
     CONFIG,
     SUMMARY,
@@ -80,6 +81,10 @@ class ArchitectureSearch:
         draws: score each candidate k times, over batches, initialisations or both, and combine
             the draws (``Draws(k=4, over="batches", combine="mean")``; YAML ``draws: {k: 4}``).
             Default: one draw, the plain score.
+        shortlist: the optional second stage (:class:`~lightning_epe.search.Shortlist`; YAML ``shortlist: {k: 5,
+            epochs: 1, metric: val_acc}``): after scoring, the k best-scored candidates are trained briefly with a
+            Lightning Trainer on the same DataModule and the best by ``metric`` goes to :meth:`fit` instead of the
+            training-free pick (:meth:`select`). Default: off (k=0).
         output: which part of a network's output is the logits: None (a tensor, ``.logits``, or the
             last element of a ``(features, logits)`` pair; longer tuples are refused as ambiguous), an
             int index, an attribute or key name (``"logits"``), or a function output -> logits (YAML:
@@ -120,6 +125,7 @@ class ArchitectureSearch:
         build_options: dict | None = None,
         score_options: dict | None = None,
         draws: Draws = Draws(),
+        shortlist: Shortlist = Shortlist(),
         output: int | str | Callable[[Any], torch.Tensor] | None = None,
         results_dir: str | None = None,
         force: bool = False,
@@ -149,6 +155,8 @@ class ArchitectureSearch:
         self.devices, self.num_nodes, self.strategy = devices, num_nodes, strategy
         self.build_options, self.score_options = dict(build_options or {}), dict(score_options or {})
         self.draws = Draws.of(draws)
+        self.shortlist = Shortlist.of(shortlist)
+        self.shortlist_result: dict | None = None
         if self.draws.relative and self.score_info.relative:
             raise ValueError(f"draws combine='rank' cannot rank {score!r}, which already ranks candidates: "
                              "combine its draws with 'mean' or 'median'")
@@ -281,9 +289,28 @@ class ArchitectureSearch:
         for record, value in zip(scored, values):
             record["score"] = _finite(value)
 
+    def select(self, datamodule, *, module: Callable | str | None = None, report: Callable[[str], None] | None = None,
+               **module_options) -> Hashable:
+        """The candidate to train: the best of the search (which runs first if it has not), or with a
+        ``shortlist`` (k >= 2) the winner of its stage: the k best-scored candidates trained briefly (``module``
+        and ``module_options`` as in :meth:`fit`), the best by ``shortlist.metric``. The stage's result (winner,
+        rounds, seconds) is in ``shortlist_result`` and, with a ``results_dir``, in ``summary.json`` under
+        ``shortlist``; its short fits are in ``shortlist.jsonl`` (resumed by a rerun). ``report(text)`` hears
+        what the stage does."""
+        if self.result is None:
+            self.run(datamodule)
+        if self.result.best is None:
+            raise RuntimeError("no candidate to train: the search scored none")
+        options = dict(module_options, **({"module": module} if module is not None else {}))
+        self.shortlist_result = run_shortlist(self, datamodule, self.result.records, options, report=report)
+        if self.shortlist_result is None:
+            return self.result.best["candidate"]
+        return self.shortlist_result["winner"]["candidate"]
+
     def fit(self, trainer, datamodule, candidate: Hashable | None = None, *, module: Callable | str | None = None,
             fit_config_id: str | None = None, directory_config: dict | None = None, **module_options) -> dict:
-        """Train ``candidate`` (default: the best of the search, which runs first if it has not) with a
+        """Train ``candidate`` (default: :meth:`select`'s: the best of the search, which runs first if it has not,
+        or the shortlist's winner) with a
         normal ``lightning.Trainer``, test it, and return the test metrics.
 
         ``module``: your own LightningModule class, or a factory, called as ``module(network, **module_options)``
@@ -304,11 +331,7 @@ class ArchitectureSearch:
         from ..module import fit_and_test
 
         if candidate is None:
-            if self.result is None:
-                self.run(datamodule)
-            if self.result.best is None:
-                raise RuntimeError("no candidate to train: the search scored none")
-            candidate = self.result.best["candidate"]
+            candidate = self.select(datamodule, module=module, **module_options)
         if self.results_dir and directory_config is None:
             directory_config = (json.loads(json.dumps(self.config(datamodule))) if self.result is not None
                                 else read_directory(self.results_dir)[0])  # (as config.json holds it)

@@ -40,7 +40,7 @@ SCORES = "scores.jsonl"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
 PREVIOUS = "previous"
-MOVED_BY_FORCE = (SCORES, CONFIG, SUMMARY, "config.yaml")  # scores first: see ResultsStore._archive
+MOVED_BY_FORCE = (SCORES, CONFIG, SUMMARY, "config.yaml", "shortlist.jsonl")  # scores first: see ResultsStore._archive
 
 # What a record's value depends on (besides its trial and candidate): records agree on these or
 # are not comparable. The strategy, its options and the budget only choose which candidates are

@@ -57,3 +57,39 @@ def test_a_recipe_by_name_runs_from_another_directory(tmp_path, monkeypatch, cap
     capsys.readouterr()
     assert main(["score", "--config", "recipes/quickstart.yaml", *FAST]) == 2  # no such path here
     assert "built-in recipes: " in capsys.readouterr().err
+
+
+def test_the_shortlist_recipe_runs_offline_with_small_overrides(tmp_path, capsys):
+    """nb201_cifar10_shortlist on the shared CIFAR-10 sample: scored, its top 5 trained briefly, the best by
+    val_acc trained and tested; a rerun trains nothing again; `fit` defaults to the shortlist's winner."""
+    sample = ROOT.parent / "shared" / "data" / "cifar10" / "cifar10_sample.npz"
+    if not sample.exists():
+        pytest.skip(f"needs the shared data file {sample} (absent on this machine)")
+    data = {"class_path": "lightning_epe.data.NPZDataModule",
+            "init_args": {"path": str(sample), "batch_size": 32, "val_fraction": 0.2, "test_fraction": 0.2}}
+    small = ["--data", json.dumps(data), "--results_dir", str(tmp_path), "--search.budget", "8",
+             "--search.build_options", '{"C": 2, "N": 1}', "--search.batch_size", "16", "--search.progress", "false",
+             "--search.accelerator", "cpu", "--search.shortlist.epochs", "1",
+             "--search.shortlist.trainer", '{"limit_train_batches": 2, "limit_val_batches": 2}',
+             "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_test_batches", "2",
+             "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
+             "--data.init_args.num_workers", "0"]
+    assert main(["search", "--config", "nb201_cifar10_shortlist", *small]) == 0
+    out = capsys.readouterr().out
+    fits = [json.loads(line) for line in (tmp_path / "shortlist.jsonl").read_text().splitlines()]
+    scores = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    distinct = {r["candidate"] for r in scores if r["score"] is not None}
+    assert len(fits) == min(5, len(distinct)) and all(r["error"] is None and r["budget"] == {"epochs": 1}
+                                                      for r in fits)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    winner = max(fits, key=lambda r: r["value"])  # (ties: the better score, listed first)
+    assert summary["shortlist"]["winner"]["candidate"] == winner["candidate"] == summary["trained"]
+    assert "shortlist winner" in out and 0.0 <= summary["test_accuracy"] <= 1.0
+    assert main(["search", "--config", "nb201_cifar10_shortlist", *small]) == 0  # resumed: nothing trained again
+    assert "short fit" not in capsys.readouterr().out
+    assert len((tmp_path / "shortlist.jsonl").read_text().splitlines()) == len(fits)
+    assert main(["fit", "--config", "nb201_cifar10_shortlist", *small]) == 0  # fit: the directory's pick
+    assert f"training the best of {tmp_path}/: {winner['arch']}" in capsys.readouterr().out
+    assert main(["score", "--config", "nb201_cifar10_shortlist", *small]) == 0  # score trains nothing: a note
+    assert "the shortlist stage (k=5) trains, so it runs with `search`" in capsys.readouterr().out
+    assert len((tmp_path / "shortlist.jsonl").read_text().splitlines()) == len(fits)

@@ -22,8 +22,10 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 ACCURACY_CELLS = [9930, 1601, 8978, 1835, 2580, 4141, 6500, 7777, 11000, 13524, 15000, 321]
 #: The input gradient of best_c10 against the official vector: 4x the largest deviation of any entry, over the
-#: largest entry, measured over emulated CPUs (``python bench/cpu_spread.py run --family epe``): 0.049.
-GRADIENT_SPREAD = 0.2
+#: largest entry, measured over 16 emulated CPUs (``python bench/cpu_spread.py run --family epe``, the `vs official`
+#: column of docs/benchmarks/cpu_spread_epe.md): 0.091. (Most entries agree to ~1e-4; a ReLU whose input sits near
+#: 0 switches a path on or off between CPUs and moves a few entries much more.)
+GRADIENT_SPREAD = 0.4
 
 
 @pytest.fixture(autouse=True)

@@ -71,11 +71,11 @@ def test_naswot_official_mode_matches_test_vectors(reference, tag):
         assert abs(got - expected) <= 1e-6 * abs(expected)
 
 
-#: jacob_cov's relative tolerance per cell: 4x (rounded up, at least 1e-6) the largest deviation from the official
-#: value measured over emulated CPUs by ``python bench/cpu_spread.py run --family epe``
-#: (docs/benchmarks/cpu_spread_epe.md): best_c10 1.3e-5, resnet 2.7e-7, the others below 1e-7. (naswot, a log-
-#: determinant of binary codes, moved by 1e-8 at most: its 1e-6 stands.)
-JACOB_COV_REL = {"best_c10": 6e-5, "resnet": 2e-6}
+#: jacob_cov's relative tolerance per cell: 4x (rounded up, at least 1e-6) the largest deviation measured over 16
+#: emulated CPUs by ``python bench/cpu_spread.py run --family epe`` (docs/benchmarks/cpu_spread_epe.md): best_c10
+#: 1.8e-5, resnet 4e-7, the others below 1e-7. (naswot, a log-determinant of binary codes, moved by 1.6e-8 at most:
+#: its 1e-6 stands.)
+JACOB_COV_REL = {"best_c10": 8e-5, "resnet": 2e-6}
 
 
 @pytest.mark.parametrize("tag", TAGS)

@@ -31,9 +31,11 @@ def _format(matrix: np.ndarray, ops: tuple[str, ...]) -> str:
     return "".join("1" if v else "0" for v in matrix.reshape(-1)) + "|" + ",".join(ops)
 
 
-def _split(candidate) -> tuple[np.ndarray, tuple[str, ...]]:
+def _split(candidate, shown=None) -> tuple[np.ndarray, tuple[str, ...]]:
     """A candidate string, a ``(matrix, ops)`` pair or NASLib's key -> (n x n int matrix, ops), checked to be a
-    well-formed cell (shape, labels, upper triangular); whether it is a valid NB101 cell is :func:`prune`'s."""
+    well-formed cell (shape, labels, upper triangular); whether it is a valid NB101 cell is :func:`validity`'s.
+    ``shown``: the candidate as the user gave it, for error messages."""
+    shown = candidate if shown is None else shown
     if isinstance(candidate, (tuple, list)) and len(candidate) == 2:
         matrix, ops = candidate
         ops = tuple(ops.split(",")) if isinstance(ops, str) else tuple(ops)
@@ -41,27 +43,27 @@ def _split(candidate) -> tuple[np.ndarray, tuple[str, ...]]:
             matrix = [int(c) for c in matrix.strip()] if set(matrix.strip()) <= {"0", "1"} else None
         matrix = np.asarray(matrix) if matrix is not None else None
     elif isinstance(candidate, str) and candidate.strip().startswith("("):
-        return _split(_from_naslib(candidate))
+        return _split(_from_naslib(candidate), candidate)
     elif isinstance(candidate, str) and candidate.count("|") == 1:
         bits, ops_text = candidate.strip().split("|")
-        return _split((bits, ops_text))
+        return _split((bits, ops_text), candidate)
     else:
         raise ValueError(f"an NB101 candidate must be '<matrix>|<ops>' (e.g. {EXAMPLE!r}), a (matrix, ops) pair "
                          f"or NASLib's key (49 entries and 7 op codes in parentheses); got {candidate!r}")
     n = len(ops)
     if matrix is None or matrix.size != n * n or not np.isin(matrix, (0, 1)).all():
-        raise ValueError(f"NB101 cell {candidate!r}: the matrix must be {n}x{n} entries 0/1 for {n} ops "
+        raise ValueError(f"NB101 cell {shown!r}: the matrix must be {n}x{n} entries 0/1 for {n} ops "
                          f"(row-major, e.g. 49 characters for 7 vertices)")
     matrix = matrix.reshape(n, n).astype(np.int64)
     if not 2 <= n <= MAX_VERTICES:
-        raise ValueError(f"NB101 cell {candidate!r} has {n} vertices; a cell has 2..{MAX_VERTICES}")
+        raise ValueError(f"NB101 cell {shown!r} has {n} vertices; a cell has 2..{MAX_VERTICES}")
     if ops[0] != INPUT or ops[-1] != OUTPUT:
-        raise ValueError(f"NB101 cell {candidate!r}: the first op must be {INPUT!r} and the last {OUTPUT!r}")
+        raise ValueError(f"NB101 cell {shown!r}: the first op must be {INPUT!r} and the last {OUTPUT!r}")
     bad = [op for op in ops[1:-1] if op not in OPS]
     if bad:
-        raise ValueError(f"NB101 cell {candidate!r}: unknown op(s) {bad}; interior ops are {', '.join(OPS)}")
+        raise ValueError(f"NB101 cell {shown!r}: unknown op(s) {bad}; interior ops are {', '.join(OPS)}")
     if np.tril(matrix).any():
-        raise ValueError(f"NB101 cell {candidate!r}: the matrix must be strictly upper triangular "
+        raise ValueError(f"NB101 cell {shown!r}: the matrix must be strictly upper triangular "
                          f"(edges go from a vertex to a later one)")
     return matrix, tuple(ops)
 

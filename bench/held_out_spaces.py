@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nb201_sota import score_cell  # noqa: E402  (the same feeding as the NB201 tables)
 
 OUT = Path("docs/benchmarks")
-DATA = {"nb101": "../shared/data/nb101/nb101_cifar10_naslib.csv", "darts": "../shared/data/nb301/nb301_cifar10_naslib.csv"}
+DATA = {"nb101": "../shared/data/nb101/nb101_cifar10_naslib.csv",
+        "darts": "../shared/data/nb301/nb301_cifar10_naslib.csv"}
 SPACES = {"nb101": NB101Space, "darts": DARTSSpace}
 #: Scored columns: the default ensemble's members, then the cheap ones that come with them, then SWAP.
 NAMES = (*DEFAULT_MEMBERS, "params", "flops", "jacob_cov", "naswot", "swap")
@@ -84,7 +85,8 @@ def main(argv=None) -> int:
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--data", default=CIFAR10_SAMPLE)
     s.add_argument("--truth", default=None, help="the architectures' CSV (default: the shared file)")
-    s.add_argument("--out", default=None, help="the CSV to extend (default: docs/benchmarks/held_out_<space>_cifar10.csv)")
+    s.add_argument("--out", default=None,
+                   help="the CSV to extend (default: docs/benchmarks/held_out_<space>_cifar10.csv)")
     r = commands.add_parser("report", help="write the report over what is scored")
     r.add_argument("--out", default=str(OUT / "held_out_spaces.md"))
     args = parser.parse_args(argv)

@@ -309,3 +309,20 @@ def test_the_command_waits_passively_unless_the_user_chose(given, expected):
     assert out.stdout.strip() == expected
     assert "OMP_WAIT_POLICY" in subprocess.run([sys.executable, "-m", "lightning_epe.cli", "--help"],
                                                capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("recipe, build", [
+    ("nb101_cifar10", {"stem_channels": 4, "stacks": 2, "cells_per_stack": 1}),
+    ("darts_cifar10", {"C": 2, "layers": 3}),
+])
+def test_held_out_space_recipes_run_search_then_training_with_small_overrides(recipe, build, cifar_dir, tmp_path):
+    code = main(["search", "--config", str(ROOT / f"recipes/{recipe}.yaml"), "--results_dir", str(tmp_path),
+                 "--data.init_args.data_dir", str(cifar_dir), "--data.init_args.num_workers", "0",
+                 "--data.init_args.batch_size", "16", "--search.budget", "3", "--search.build_options",
+                 json.dumps(build), "--search.batch_size", "16", "--search.progress", "false", *FAST_TRAIN])
+    assert code == 0
+    records = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and len({r["candidate"] for r in records}) == 3
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["scored"] + summary["nan"] == 3 and 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["trained"] in {r["candidate"] for r in records}

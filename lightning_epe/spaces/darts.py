@@ -235,8 +235,10 @@ class DARTSSpace(CandidateSpace):
 
     def canonical(self, candidate) -> str:
         """The genotype with each node's two edges in (input, op) order: the same network (a sum is symmetric)."""
-        return _format(*(tuple(e for k in range(NODES) for e in sorted(cell[2 * k:2 * k + 2], key=lambda e: (e[1], e[0])))
-                         for cell in _split(candidate)))
+        def ordered(cell: Cell) -> Cell:
+            return tuple(e for k in range(NODES) for e in sorted(cell[2 * k:2 * k + 2], key=lambda e: (e[1], e[0])))
+
+        return _format(*(ordered(cell) for cell in _split(candidate)))
 
     def naslib_key(self, candidate) -> str:
         """NASLib's key: ``[[(input, op index), ...] normal, [...] reduce]``."""

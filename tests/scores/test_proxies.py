@@ -491,3 +491,34 @@ def test_list_scores_filters_like_timm_list_models():
     assert list_scores("az_*", exclude_filters="az_nas") == ["az_expressivity", "az_progressivity", "az_trainability"]
     assert list_scores("nothing*") == []
     assert list_scores() == list_scores("") == list_scores("*")
+
+
+def held_out_space_net(space: str):
+    """A small network of each held-out space (NB101: 2 stacks of 1 cell, stem 8; DARTS: 4 channels, 3 cells)."""
+    from lightning_epe.spaces import DARTSSpace, NB101Space
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if space == "nb101":
+            return NB101Space().build(NB101Space().sample(1, seed=0)[0], num_classes=4, stem_channels=8, stacks=2,
+                                      cells_per_stack=1)
+        return DARTSSpace().build(DARTSSpace().sample(1, seed=0)[0], num_classes=4, C=4, layers=3)
+
+
+@pytest.mark.parametrize("space", ["nb101", "darts"])
+@pytest.mark.parametrize("name", list_scores())
+def test_every_score_runs_without_side_effects_on_the_nb101_and_darts_spaces(tiny_batch, name, space):
+    x, y = tiny_batch
+    net = held_out_space_net(space)
+    logits = net(x)
+    logits.sum().backward()  # some existing grads
+    net.cells[0].requires_grad_(False)
+    net.eval()
+    net.stem.train()
+    before = state_of(net)
+    rng = torch.get_rng_state()
+    value = get_score(name)(net, x, y)
+    values = value.values() if isinstance(value, dict) else [value]
+    assert all(isinstance(v, float) and not math.isnan(v) for v in values), (space, name, value)
+    assert_same_state(before, state_of(net))
+    assert torch.equal(rng, torch.get_rng_state())

@@ -518,3 +518,32 @@ def test_the_pipeline_benchmark_runs_and_restores_what_it_patches(tmp_path, caps
     assert store.SYNC_SECONDS == 1.0 and "no_op" not in list_scores()
     assert type(NB201Space().builder("cpu", 10, C=2, N=1)) is not Builder
     assert NB201Space.build.__qualname__ == "NB201Space.build" and Builder.build.__qualname__ == "Builder.build"
+
+
+def test_held_out_spaces_rows_are_the_shared_files_rows_and_reproduce():
+    """bench/held_out_spaces.py: every committed row is its shared file's architecture with seed = row number; the
+    first one's cheap columns (params, flops, meco, swap) rescore exactly; precision at the top by hand."""
+    held = load_bench_script("held_out_spaces")
+    assert held.precision_at_top([8, 0, 0, 0, 0, 0, np.nan, 0, 7, 9], list(range(10)), 0.3) == pytest.approx(2 / 3)
+    assert held.precision_at_top([np.nan] * 9 + [1.0], list(range(10)), 0.1) == 1.0  # NaN ranks last
+    for space in ("darts", "nb101"):
+        path = ROOT / held.output_path(space)
+        scored = list(csv.DictReader(path.open())) if path.exists() else []
+        if not scored:
+            continue
+        truth = ROOT / held.DATA[space]
+        require(truth)
+        rows = list(csv.DictReader(truth.open()))
+        built = held.SPACES[space]()
+        for r in scored:
+            assert r["candidate"] == built.parse(held.candidate_of(space, rows[int(r["row"])]))
+            assert r["seed"] == r["row"]
+        require(CIFAR10_SAMPLE)
+        x, y = held.load_batch(str(CIFAR10_SAMPLE), 128)
+        first = scored[0]
+        torch.manual_seed(int(first["seed"]))
+        net = built.build(first["candidate"], num_classes=10).train()
+        names = ("params", "flops", "meco", "swap")
+        values = held.score_cell(net, x, y, int(first["seed"]), names)
+        for name in names:
+            assert values[name] == pytest.approx(float(first[name]), rel=1e-4), (space, name)

@@ -88,7 +88,7 @@ def test_validity_as_nb101_defines_it():
 
 @pytest.mark.parametrize("bad, match", [
     ("011|input,output", "must be 2x2"),
-    ("0100|input,output", "upper triangular"),
+    ("0010|input,output", "upper triangular"),
     (EXAMPLE.replace("maxpool3x3", "conv5x5", 1), "unknown op"),
     (EXAMPLE.replace("input", "output", 1), "first op must be 'input'"),
     ("(0, 1)", "49 matrix entries and 7 op codes"),
@@ -125,13 +125,16 @@ def test_mutate_changes_one_op_or_one_edge_and_stays_valid():
         kinds.add("op" if changed_ops else "edge")
     assert kinds == {"op", "edge"}
     # a pruned (smaller) cell is padded to 7 vertices first
-    small = "0110000100001000|input,conv3x3-bn-relu,maxpool3x3,output"
+    small = "0110000100010000|input,conv3x3-bn-relu,maxpool3x3,output"
     assert len(_split(SPACE.mutate(small, rng))[1]) == 7
 
 
-def permuted(cell: str, order) -> str:
+def permuted(cell: str, order) -> str | None:
+    """The cell with its interior vertices renumbered in ``order``; None when that is not a topological order."""
     matrix, ops = _split(cell)
     perm = (0, *order, len(ops) - 1)
+    if np.tril(matrix[np.ix_(perm, perm)]).any():
+        return None
     return SPACE.parse((matrix[np.ix_(perm, perm)], [ops[v] for v in perm]))
 
 
@@ -140,18 +143,14 @@ def test_isomorphic_cells_have_one_canonical_form_and_build_the_same_network():
     for row in rows()[:40]:
         cell = SPACE.parse(row["naslib_key"])
         for order in itertools.permutations(range(1, 6)):
-            matrix, _ = _split(cell)
-            perm = (0, *order, 6)
-            if np.tril(matrix[np.ix_(perm, perm)]).any():
-                continue  # not upper triangular: not an NB101 matrix
             other = permuted(cell, order)
-            assert SPACE.canonical(other) == SPACE.canonical(cell)
-            checked += 1
+            if other is not None:
+                assert SPACE.canonical(other) == SPACE.canonical(cell)
+                checked += 1
     assert checked > 100
-    # the same network: an isomorphic relabelling has the same parameters and, with weights moved along, outputs
+    # the same network: an isomorphic relabelling has the same parameter count
     cell = SPACE.parse(rows()[0]["naslib_key"])
-    twins = [c for c in (permuted(cell, o) for o in itertools.permutations(range(1, 6)))
-             if c != cell and SPACE.canonical(c) == SPACE.canonical(cell)]
+    twins = [c for c in (permuted(cell, o) for o in itertools.permutations(range(1, 6))) if c not in (None, cell)]
     assert twins
     assert param_count(SPACE.build(twins[0], **SMALL)) == param_count(SPACE.build(cell, **SMALL))
     # a vertex that reaches nothing is pruned: the same network as without it

@@ -27,6 +27,7 @@ def test_parse_and_describe_round_trip_every_row_of_the_shared_file():
         assert json.loads(json.dumps(candidate)) == candidate
 
 
+@pytest.mark.slow  # 250 full-size networks on the meta device
 def test_parameters_equal_params_m_for_every_row_and_flops_follow_one_rule():
     """The default build (32 channels, 8 cells, no auxiliary head, BN without affine parameters inside the
     operations) has params == params_m to its 6 decimals (one parameter) for all 250 rows, built on the meta

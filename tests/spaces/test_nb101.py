@@ -29,6 +29,7 @@ def test_parse_and_describe_round_trip_every_row_of_the_shared_file():
         assert json.loads(json.dumps(candidate)) == candidate and hash(candidate) is not None
 
 
+@pytest.mark.slow  # 250 full-size networks on the meta device
 def test_parameters_equal_params_m_and_flops_follow_one_rule_for_every_row():
     """params == params_m to its 6 decimals (one parameter) for all 250 rows, built on the meta device (about
     12 s). FLOPs: NASLib's flops_m is exactly the multiply-adds of convolutions and the classifier, plus 3 per

@@ -583,3 +583,22 @@ def test_the_live_bar_keeps_count_rate_elapsed_and_eta_and_cuts_the_arch_first(w
     assert len(line) <= width
     assert re.search(r" 12/62500 \d+\.\d\d cand/s +\d:\d\d:\d\d ETA \d:\d\d:\d\d best 6231\.04", line), line
     assert best in line or line.endswith("…")
+
+
+@pytest.mark.parametrize("space, build", [
+    ("nb101", {"stem_channels": 4, "stacks": 2, "cells_per_stack": 1}), ("darts", {"C": 2, "layers": 3}),
+])
+@pytest.mark.parametrize("options", [
+    dict(score="ensemble", budget=3, score_options={"members": ["epe", "synflow", "meco"]}),
+    dict(score="epe", budget=3, draws={"k": 2, "over": "both"}),
+    dict(score="epe", budget=4, search_strategy=EVOLUTION_4_2),
+], ids=["ensemble", "draws", "evolution"])
+def test_searches_over_the_nb101_and_darts_spaces(space, build, options, tiny_data):
+    """The held-out spaces in a search as it is: the ensemble, draws and evolution (their mutate) need no change."""
+    from lightning_epe.spaces import DARTSSpace, NB101Space
+
+    candidates = NB101Space() if space == "nb101" else DARTSSpace()
+    result = ArchitectureSearch(space=candidates, seed=0, progress=False, build_options=build, **options).run(tiny_data)
+    assert len(result.records) == options["budget"] and result.best is not None
+    assert all(r["error"] is None for r in result.records)
+    assert all(candidates.parse(r["candidate"]) == r["candidate"] for r in result.records)

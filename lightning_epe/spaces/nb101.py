@@ -22,6 +22,7 @@ INPUT, OUTPUT = "input", "output"
 OPS = ("conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3")  # the labels of interior vertices
 NASLIB_OPS = (INPUT, OUTPUT, "maxpool3x3", "conv1x1-bn-relu", "conv3x3-bn-relu")  # NASLib's op codes
 MAX_VERTICES, MAX_EDGES = 7, 9
+UNIQUE_CELLS = 423_624  # NAS-Bench-101's count of distinct networks
 EXAMPLE = "0111101000001100000010000110000001100000000000000|" \
           "input,maxpool3x3,maxpool3x3,conv3x3-bn-relu,conv3x3-bn-relu,conv3x3-bn-relu,output"
 
@@ -268,6 +269,8 @@ class NB101Space(CandidateSpace):
         network (compared by :meth:`canonical`)."""
         if n < 0:
             raise ValueError(f"cannot sample a negative number of candidates (n={n})")
+        if not replace and n > UNIQUE_CELLS:
+            raise ValueError(f"cannot draw {n} distinct NB101 networks: the space has {UNIQUE_CELLS:,}")
         rng = np.random.default_rng(seed)
         out, seen = [], set()
         upper = np.triu(np.ones((MAX_VERTICES, MAX_VERTICES), dtype=bool), 1)

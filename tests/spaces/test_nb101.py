@@ -112,6 +112,8 @@ def test_sample_draws_valid_reproducible_cells_and_without_replacement_distinct_
     distinct = SPACE.sample(300, seed=3, replace=False)
     assert len({SPACE.canonical(c) for c in distinct}) == 300
     assert len({SPACE.canonical(c) for c in cells}) < 300  # with replacement, isomorphic repeats occur
+    with pytest.raises(ValueError, match="423,624"):
+        SPACE.sample(500_000, replace=False)
 
 
 def test_mutate_changes_one_op_or_one_edge_and_stays_valid():

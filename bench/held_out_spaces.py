@@ -235,6 +235,13 @@ def report(args) -> int:
                 lines.append(f"- ensemble tau minus {other}'s: {gap:+.3f} (5-95 % over 1,000 bootstrap resamples of "
                              f"the architectures: {low:+.3f} .. {high:+.3f})")
         lines.append("")
+        pairs = [(a, b) for a, b in (("params", "params_m"), ("flops", "flops_m"), ("synflow", "synflow"),
+                                     ("epe", "epe_nas"), ("jacob_cov", "jacov"))]
+        agreement = ", ".join(f"{a} vs {b} {kendall_tau_b(info['columns'][a], info['columns'][f'NASLib {b}']):.3f}"
+                              for a, b in pairs)
+        lines += [f"Our columns against NASLib's on the same architectures (Kendall tau between the two): {agreement}. "
+                  "synflow is data-independent (NASLib's value is the log of ours, up to the initialisation); EPE and "
+                  "jacob_cov depend on the batch and the seed, which NASLib's files do not give.", ""]
         published = PUBLISHED[space]
         lines += ["Published training-free figures for this space (found with the search tool):", ""]
         if published:

@@ -522,10 +522,8 @@ def test_the_pipeline_benchmark_runs_and_restores_what_it_patches(tmp_path, caps
 
 def test_held_out_spaces_rows_are_the_shared_files_rows_and_reproduce():
     """bench/held_out_spaces.py: every committed row is its shared file's architecture with seed = row number; the
-    first one's cheap columns (params, flops, meco, swap) rescore exactly; precision at the top by hand."""
+    first one's cheap columns (params, flops, meco, swap) rescore exactly."""
     held = load_bench_script("held_out_spaces")
-    assert held.precision_at_top([8, 0, 0, 0, 0, 0, np.nan, 0, 7, 9], list(range(10)), 0.3) == pytest.approx(2 / 3)
-    assert held.precision_at_top([np.nan] * 9 + [1.0], list(range(10)), 0.1) == 1.0  # NaN ranks last
     for space in ("darts", "nb101"):
         path = ROOT / held.output_path(space)
         scored = list(csv.DictReader(path.open())) if path.exists() else []

@@ -64,6 +64,21 @@ def _perturbed(t, generator):
     return t * (1 + PERTURB_REL * torch.randn(t.shape, generator=generator, dtype=torch.float64)).to(t.dtype)
 
 
+def _variant_inputs(perturb: int):
+    """This variant's threads, its perturbation (``noisy``: identity for seed 0), the reference folder, its cells
+    and the (perturbed) inputs."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    generator = torch.Generator().manual_seed(perturb)
+    noisy = (lambda t: _perturbed(t, generator)) if perturb else (lambda t: t)
+    base = REFERENCE / "epe_official_seed0"
+    archs = json.loads((base / "expected.json").read_text())["archs"]
+    inputs = np.load(base / "inputs.npz")
+    return noisy, base, archs, noisy(torch.from_numpy(inputs["x"])), torch.from_numpy(inputs["y"])
+
+
 def measure_epe_family(perturb: int, tags=TAGS) -> dict[str, float]:
     """EPE (the reference path, both class-count branches), NASWOT v1 (jacob_cov) and v2, and the input gradient
     of the official test vectors, for one variant: ``{"score | official | where": value}``. ``input_gradient``
@@ -76,13 +91,7 @@ def measure_epe_family(perturb: int, tags=TAGS) -> dict[str, float]:
     from lightning_epe.scores._isolation import scoring_context
     from lightning_epe.spaces import NB201Space
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    generator = torch.Generator().manual_seed(perturb)
-    noisy = (lambda t: _perturbed(t, generator)) if perturb else (lambda t: t)
-    base = REFERENCE / "epe_official_seed0"
-    archs = json.loads((base / "expected.json").read_text())["archs"]
-    inputs = np.load(base / "inputs.npz")
-    x, y = noisy(torch.from_numpy(inputs["x"])), torch.from_numpy(inputs["y"])
+    noisy, base, archs, x, y = _variant_inputs(perturb)
     values: dict[str, float] = {}
     for tag in tags:
         state = {k: noisy(torch.from_numpy(v)) for k, v in np.load(base / f"state_dict_{tag}.npz").items()}
@@ -116,13 +125,7 @@ def measure(perturb: int, tags=TAGS, committed: bool = True) -> dict[str, float]
     from lightning_epe.scores.az_nas import az_nas_components
     from lightning_epe.spaces import NB201Space
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    generator = torch.Generator().manual_seed(perturb)
-    noisy = (lambda t: _perturbed(t, generator)) if perturb else (lambda t: t)
-    base = REFERENCE / "epe_official_seed0"
-    archs = json.loads((base / "expected.json").read_text())["archs"]
-    inputs = np.load(base / "inputs.npz")
-    x, y = noisy(torch.from_numpy(inputs["x"])), torch.from_numpy(inputs["y"])
+    noisy, base, archs, x, y = _variant_inputs(perturb)
     space = NB201Space()
     values: dict[str, float] = {}
 

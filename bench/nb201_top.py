@@ -61,11 +61,16 @@ LIBRARY = "library default"
 GOALS = {"tau": 0.77, "p@5%": 0.50, "gap N=100": 0.60, "N=1000": (93.8, 72.3, 45.1)}
 
 #: Published training-free SEARCH results on NB201 (test accuracy %, C10 / C100 / IN16, mean and std) with their
-#: protocol, as far as they could be sourced in this session (the search tool's stored repositories; paper tables
-#: deep in a PDF could not be read). ``None``: not sourced.
+#: protocol, as far as they could be sourced with the search tool (official repositories, and paper texts the tool
+#: holds). ``None``: not sourced. "(as run by APD)": that paper's own run of another method, protocol as APD's.
 _EPE = "github.com/VascoLopes/EPE-NAS README (reproduce.sh 3); = lightning_epe.benchmark.PAPER_TABLE"
 _NASWOT = ("github.com/BayesWatch/nas-without-training README @07a991b (reproduce.sh 500, 'the same as what we "
            "report in the paper': the paper's first version, arXiv 2006.04647v1; the repository now follows v2)")
+_NASWOT2 = "Mellor et al., ICML 2021 (PMLR 139), Table 2(a)"
+_APD = ("Kang, Lin & Wang, 'Revolutionizing Training-Free NAS: Towards Efficient Automatic Proxy Discovery via Large "
+        "Language Models', openreview.net/forum?id=3naHyE5klE, Table 2")
+_APD_PROTOCOL = "not stated (mean ± std over independent runs; how the cell is picked is not given)"
+_NOT_FOUND = "no NB201 search accuracy in its paper text or official README as far as the search tool reaches"
 PUBLISHED_SEARCH = [
     *({"method": "EPE-NAS", "n": n, "c10": c10, "c100": c100, "in16": in16,
        "protocol": "N cells drawn at random from NB201, arg-max score; mean ± std over 3 runs", "source": _EPE}
@@ -77,12 +82,37 @@ PUBLISHED_SEARCH = [
        "protocol": "N cells drawn at random from NB201, arg-max score; mean ± std over 500 runs", "source": _NASWOT}
       for n, c10, c100, in16 in ((10, (91.53, 1.62), (66.63, 3.14), (38.33, 5.22)),
                                  (100, (91.61, 1.71), (66.56, 3.28), (36.37, 6.97)))),
-    {"method": "APD (2024-2025)", "n": None, "c10": (93.76, None), "c100": (72.22, None), "in16": (45.03, None),
-     "protocol": "not sourced", "source": "the issue's figures; the paper was not found with the search tool"},
+    *({"method": "NASWOT (ICML 2021, v2 score)", "n": n, "c10": c10, "c100": c100, "in16": in16,
+       "protocol": "N cells drawn at random, arg-max score on CIFAR-10, looked up on all three; 500 runs",
+       "source": _NASWOT2}
+      for n, c10, c100, in16 in ((10, (92.44, 1.13), (68.62, 2.04), (41.31, 4.11)),
+                                 (100, (92.81, 0.99), (69.48, 1.70), (43.10, 3.16)),
+                                 (1000, (92.96, 0.81), (69.98, 1.22), (44.44, 2.10)))),
+    *({"method": "oracle in the sample (NASWOT paper)", "n": n, "c10": c10, "c100": c100, "in16": in16,
+       "protocol": "best of N random cells by accuracy; 500 runs (a reference, not a proxy)", "source": _NASWOT2}
+      for n, c10, c100, in16 in ((10, (93.06, 0.59), (69.76, 1.25), (43.30, 1.87)),
+                                 (100, (93.84, 0.23), (71.56, 0.78), (45.67, 0.64)))),
+    {"method": "TE-NAS (ICLR 2021)", "n": None, "c10": (93.9, 0.47), "c100": (71.24, 0.56), "in16": (42.38, 0.46),
+     "protocol": "pruning search over the NB201 supernet (NTK condition number + linear regions), searched on each "
+                 "data set; 4 runs", "source": "Chen et al., ICLR 2021 (arXiv 2102.11535), Table 1"},
+    {"method": "AZ-NAS (CVPR 2024), official notebook", "n": 15625, "c10": (93.63, None), "c100": (70.60, None),
+     "in16": (45.30, None), "protocol": "all 15,625 cells scored once (seed 1, CIFAR-10), arg-max of AZ-NAS's "
+     "aggregate; committed notebook output, not a paper table",
+     "source": "github.com/cvlab-yonsei/AZ-NAS @5e6683a, NB201/tss_general.ipynb (cells 7-8)"},
+    {"method": "APD (2025)", "n": None, "c10": (93.76, 0.09), "c100": (72.22, 0.65), "in16": (45.03, 0.76),
+     "protocol": _APD_PROTOCOL + "; proxy discovered on NB201 CIFAR-10", "source": _APD},
+    *({"method": f"{m} (as run by APD)", "n": None, "c10": c10, "c100": c100, "in16": in16,
+       "protocol": _APD_PROTOCOL, "source": _APD}
+      for m, c10, c100, in16 in (("AZ-NAS", (93.49, 0.30), (70.33, 1.16), (44.34, 1.26)),
+                                 ("ZiCo", (93.69, 0.07), (70.63, 1.08), (41.42, 0.97)),
+                                 ("Synflow", (93.67, 0.39), (71.70, 0.94), (43.39, 3.21)),
+                                 ("#Params", (93.61, 0.08), (70.95, 0.37), (41.67, 0.64)),
+                                 ("NASWOT", (91.95, 1.29), (68.88, 1.60), (42.31, 3.43)),
+                                 ("SWAP", (90.48, 0.94), (67.13, 1.83), (35.40, 3.96)))),
     *({"method": m, "n": None, "c10": None, "c100": None, "in16": None, "protocol": "not sourced",
-       "source": "not found with the search tool in this session (its table is in the paper's PDF)"}
-      for m in ("NASWOT (ICML 2021, v2 score)", "AZ-NAS (CVPR 2024)", "MeCo (NeurIPS 2023)", "SWAP (ICLR 2024)",
-                "ZiCo (ICLR 2023)", "VKDNW (CVPR 2025)")),
+       "source": _NOT_FOUND}
+      for m in ("AZ-NAS (CVPR 2024), the paper's own", "MeCo (NeurIPS 2023)", "SWAP (ICLR 2024)",
+                "ZiCo (ICLR 2023), the paper's own", "VKDNW (CVPR 2025)")),
 ]
 
 
@@ -355,6 +385,7 @@ def report(args) -> int:
             fresh = (rows.size, {n: top_metrics(scores[n][rows], part, args.resamples)
                                  for n in dict.fromkeys((PREVIOUS, chosen.name, LIBRARY, "params"))})
     lines += goals_section(chosen, metrics1, search, fresh)
+    lines += why_section(scores, heldout, search, args.truth)
     lines += candidates_section(cands, cost_of, metrics0, metrics1, chosen, metric_names)
     lines += singles_section(metrics1, metric_names)
     lines += search_section(search, heldout)
@@ -412,6 +443,46 @@ def goals_section(chosen: Candidate, metrics1, search, fresh: tuple[int, dict] |
                   f"first round's sample-1 figures). On the {cells} held-out cells outside sample 1 too (never looked "
                   "at):\n", ReportTable("fresh", ["score", "tau", "p@1%", "p@5%", "NDCG@5%"], rows).to_markdown(), ""]
     return lines
+
+
+def why_section(scores: dict, heldout: Table, search: list[dict], truth_path: str) -> list[str]:
+    """Where the missed goals come from: what each score puts in its top 1 % of the held-out cells (the cells a
+    random search with large N picks from), and how small the ``params``-to-oracle gap is at N = 100."""
+    arch = {int(r["index"]): r["arch_str"] for r in read_rows(truth_path)}
+    k = max(1, math.ceil(0.01 * len(heldout.cells)))
+    rows = []
+    for name in (ORACLE, LIBRARY, "params"):
+        values = np.where(np.isnan(scores[name]), -np.inf, scores[name])
+        top = np.argsort(-values, kind="stable")[:k]
+        ops = [arch[heldout.cells[i]].split("+")[-1].strip("|").split("|") for i in top]  # edges into node 3
+        rows.append([name, *(f"{heldout.truth[t][top].mean():.2f}" for t in SEARCH_TRUTHS),
+                     f"{heldout.columns['params'][top].mean() / 1e6:.3f}",
+                     f"{np.mean([o[0] == 'skip_connect~0' for o in ops]):.2f}",
+                     f"{np.mean([a.count('nor_conv_1x1') for a in (arch[heldout.cells[i]] for i in top)]):.2f}"])
+
+    def mean(name, n, truth):
+        return next((r["mean"] for r in search if r["score"] == name and r["n"] == n and r["truth"] == truth),
+                    math.nan)
+
+    skip = {r[0]: r[5] for r in rows}
+    gaps = ", ".join(f"{t.split('_')[0]} {mean(ORACLE, 100, t) - mean('params', 100, t):.2f}" for t in SEARCH_TRUTHS)
+    title = "Why the goals are missed"
+    return [f"## {title}\n",
+            f"A random search with large N keeps the best-scored cell of its draw, so it picks from the score's very "
+            f"top. The score's top 1 % of the held-out cells ({k} cells): mean test accuracy, mean parameters, the "
+            "share whose edge 0->3 is a skip connection (the cell's input straight to its output) and the mean count "
+            "of 1x1 convolutions. The architecture is read here to explain the figures only; no score reads it.\n",
+            ReportTable(title, ["top 1 % by", "C10 test", "C100 test", "IN16 test", "params (M)", "skip 0->3",
+                                "conv 1x1"], rows).to_markdown(), "",
+            f"The true top cells are residual (edge 0->3 a skip connection in {skip[ORACLE]} of the oracle's top "
+            f"1 %); the default's top holds {skip[LIBRARY]} such cells and `params`' {skip['params']}: no member sees "
+            "what a residual path from the cell's input buys once the network is trained, and the largest cells "
+            "(which `params` and, through it, the default favour) are rarely residual.\n",
+            f"At N = 100 the oracle's pick is only these points above `params`' pick ({gaps}), so the share of that "
+            "gap a score closes swings with a few tenths of a point, and its bootstrap error is wide. Counting "
+            "parameters is a strong rule for the top on CIFAR-10 and CIFAR-100 (the largest cells are among the "
+            "best there) and a weak one on ImageNet16-120; the default gives up a little of the former for much of "
+            "the latter.\n"]
 
 
 def candidates_section(cands, cost_of, metrics0, metrics1, chosen, metric_names) -> list[str]:
@@ -487,7 +558,9 @@ def published_section() -> list[str]:
     title = "Published training-free searches on NB201 (test accuracy %)"
     return [f"## {title}\n", "What could be sourced with the search tool in this session; '-' and 'not sourced' mark "
             "figures that could not be read from a paper or repository here. Compare with the N rows above: ours are "
-            "exact expectations over uniform draws from the held-out cells.\n",
+            "exact expectations over uniform draws from the held-out cells. The N = 1000 goal (93.8 / 72.3 / 45.1) "
+            "is set just above APD's row, whose protocol (how the cell is picked, how many runs) is not stated: it is "
+            "a bar to clear, not a like-for-like comparison.\n",
             ReportTable(title, ["method", "N", "C10 test", "C100 test", "IN16 test", "protocol", "source"],
                         rows).to_markdown(), ""]
 

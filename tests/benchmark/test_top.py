@@ -154,7 +154,8 @@ def test_the_top_report_runs_on_the_committed_samples(tmp_path, monkeypatch):
                      "--search-resamples", "2", "--runs", "5", "--ns", "10", "1000", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "nb201_top_report.md").read_text()
     assert "Held out: sample 1 (absent.csv absent), 500 cells" in text
-    for heading in ("## Goals", "## Candidates", "## Held out: each single proxy", "### N = 10", "## Published"):
+    for heading in ("## Goals", "## Why the goals are missed", "## Candidates", "## Held out: each single proxy",
+                    "### N = 10", "## Published"):
         assert heading in text
     assert "### N = 1000" not in text  # 1000 distinct cells cannot be drawn from 500
     rows = (tmp_path / "nb201_top_search.csv").read_text().splitlines()

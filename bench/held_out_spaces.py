@@ -185,8 +185,10 @@ def plot(tables: dict, path: Path) -> None:
 #: What one architecture costs the scoring process itself (measured with `time` on --limit runs, startup included).
 CPU_COST = {"darts": "CPU time of the process: 31.9 s of user time for the first two rows (`time ... score --space "
                      "darts --limit 2`), about 15 CPU-s an architecture.",
-            "nb101": "CPU time of the process: 24.2 s of user time for the first row (`time ... score --space nb101 "
-                     "--limit 1`, startup included), about 20 CPU-s an architecture."}
+            "nb101": "CPU time of the process: 34 CPU-minutes for the first 120 rows (read off the process while "
+                     "the whole-space NB201 run shared the two cores), about 17 CPU-s an architecture."}
+#: What shared the machine while each space was scored (the wall seconds depend on it).
+LOAD = {"darts": "a load of about 12", "nb101": "the two processes of the whole-space NB201 run (a load of about 3)"}
 NB201_CORRELATIONS = OUT / "nb201_cifar10_proxies_sample1_correlations.csv"
 
 
@@ -239,8 +241,8 @@ def report(args) -> int:
             lines += [f"Not scored yet: `OMP_NUM_THREADS=1 nice -n 10 python bench/held_out_spaces.py score "
                       f"--space {space}` (resumable).", ""]
             continue
-        lines += [f"Wall seconds per architecture (all columns, one thread, niced, on a 2-core machine shared with a "
-                  f"load of about 12): median {info['seconds_median']:.1f}, max {info['seconds_max']:.1f}. "
+        lines += [f"Wall seconds per architecture (all columns, one thread, niced, on a 2-core machine shared with "
+                  f"{LOAD[space]}): median {info['seconds_median']:.1f}, max {info['seconds_max']:.1f}. "
                   f"{CPU_COST[space]}", "",
                   "| column | Kendall tau | Spearman rho | precision @ top 10 % | NaN | ±inf |",
                   "|---|---|---|---|---|---|"]

@@ -545,3 +545,20 @@ def test_held_out_spaces_rows_are_the_shared_files_rows_and_reproduce():
         values = held.score_cell(net, x, y, int(first["seed"]), names)
         for name in names:
             assert values[name] == pytest.approx(float(first[name]), rel=1e-4), (space, name)
+
+
+def test_held_out_proposals_are_judged_on_every_space(monkeypatch, tmp_path):
+    """bench/held_out_spaces.py proposals: each rule's Kendall tau on every scored space, and the worst case."""
+    held = load_bench_script("held_out_spaces")
+    monkeypatch.setattr(held, "NB201_SPACE", tmp_path / "absent.csv")  # NB201 left out: held-out spaces only
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=40)
+    columns = {m: rng.normal(size=40) for m in held.NAMES}
+    columns["params"] = truth.copy()  # params ranks this space exactly
+    tables = {"darts": ([{"column": "x"}], {"columns": columns, "truth": truth}), "nb101": ([], {})}
+    lines = held.proposals(tables)
+    header = next(line for line in lines if line.startswith("| score |"))
+    assert header == "| score | darts | worst tau |"  # an unscored space is left out
+    params = next(line for line in lines if line.startswith("| params |"))
+    assert params == "| params | 1.000 / 1.00 | 1.000 |"
+    assert any("has a worst case of" in line for line in lines)

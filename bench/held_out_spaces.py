@@ -252,7 +252,7 @@ def proposals(tables: dict) -> list[str]:
     nb201 = nb201_columns()
     if nb201:
         spaces = {"NB201": nb201, **spaces}
-    rules = {"ensemble (default)": lambda c: default_ensemble(c),
+    rules = {"ensemble (default)": default_ensemble,
              "ensemble (tau members)": lambda c: _ensemble(c, TAU_MEMBERS),
              **{name: (lambda c, m=members: _ensemble(c, m)) for name, members in PROPOSALS.items()},
              "params": lambda c: c["params"]}

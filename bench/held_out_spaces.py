@@ -111,9 +111,14 @@ PUBLISHED_BEST = {"darts": {"rho": (0.70, "AZ-NAS as re-run by L-SWAG, on NB301"
                   "nb101": {"tau": (0.46, "ZiCo"), "rho": (0.63, "ZiCo")}}
 
 
-def _table(columns: dict, pick=None) -> list[dict]:
+def _table(columns: dict, pick=None, members=DEFAULT_MEMBERS) -> list[dict]:
     pick = np.arange(len(columns[NAMES[0]])) if pick is None else pick
-    return [{m: float(columns[m][i]) for m in DEFAULT_MEMBERS} for i in pick]
+    return [{m: float(columns[m][i]) for m in members} for i in pick]
+
+
+def ensemble_of(columns: dict, members) -> np.ndarray:
+    """The equal-weight rank ensemble of ``members`` over every row."""
+    return np.array(rank_ensemble(_table(columns, members=members), members=members))
 
 
 def default_ensemble(columns: dict, pick=None) -> np.ndarray:
@@ -133,7 +138,7 @@ def space_table(space: str) -> tuple[list[dict], dict]:
     truth = np.array([float(truth_rows[i][TARGET]) for i in index])
     columns = {name: np.array([float(r[name]) for r in scored]) for name in NAMES}
     columns["ensemble (default)"] = default_ensemble(columns)
-    columns["ensemble (tau members)"] = np.array(rank_ensemble(_table(columns), members=TAU_MEMBERS))
+    columns["ensemble (tau members)"] = ensemble_of(columns, TAU_MEMBERS)
     for name in ("params_m", "flops_m", *NASLIB):
         columns[f"NASLib {name}"] = np.array([float(truth_rows[i][name]) for i in index])
     table = []
@@ -226,11 +231,6 @@ PROPOSALS = {"proposal: synflow + meco + az_expressivity + params": ("synflow", 
 NB201_SPACE = OUT / "nb201_space.csv"
 
 
-def _ensemble(columns: dict, members) -> np.ndarray:
-    n = len(columns[members[0]])
-    return np.array(rank_ensemble([{m: float(columns[m][i]) for m in members} for i in range(n)], members=members))
-
-
 def nb201_columns() -> tuple[dict, np.ndarray] | None:
     """The whole-space NB201 table's cells outside sample 0 (where the defaults were chosen), and their CIFAR-10
     valid accuracy; None while the table is absent."""
@@ -253,8 +253,8 @@ def proposals(tables: dict) -> list[str]:
     if nb201:
         spaces = {"NB201": nb201, **spaces}
     rules = {"ensemble (default)": default_ensemble,
-             "ensemble (tau members)": lambda c: _ensemble(c, TAU_MEMBERS),
-             **{name: (lambda c, m=members: _ensemble(c, m)) for name, members in PROPOSALS.items()},
+             "ensemble (tau members)": lambda c: ensemble_of(c, TAU_MEMBERS),
+             **{name: (lambda c, m=members: ensemble_of(c, m)) for name, members in PROPOSALS.items()},
              "params": lambda c: c["params"]}
     lines = ["## A proposal for robustness across spaces (nothing shipped)", "",
              "Equal-weight log-rank sums of members that keep their sign on all three spaces, beside the default. "

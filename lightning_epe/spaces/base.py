@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Hashable, Iterator, Sequence
+from typing import Callable, Hashable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -104,3 +104,25 @@ def sample_indices(size: int, n: int, seed: int | None, replace: bool) -> Sequen
         raise ValueError(f"cannot draw {n} distinct candidates from a space of {size}")
     rng = np.random.default_rng(seed)
     return [int(i) for i in rng.choice(size, size=n, replace=replace)]
+
+
+def sample_drawn(n: int, seed: int | None, replace: bool, draw: Callable, key: Callable) -> list:
+    """``n`` candidates from ``draw(rng)`` (a numpy Generator seeded with ``seed``; it returns None for a draw to
+    reject); ``replace=False``: no two with the same ``key`` (e.g. the same network up to isomorphism)."""
+    import numpy as np
+
+    if n < 0:
+        raise ValueError(f"cannot sample a negative number of candidates (n={n})")
+    rng = np.random.default_rng(seed)
+    out, seen = [], set()
+    while len(out) < n:
+        candidate = draw(rng)
+        if candidate is None:
+            continue
+        if not replace:
+            k = key(candidate)
+            if k in seen:
+                continue
+            seen.add(k)
+        out.append(candidate)
+    return out

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import CandidateSpace
+from .base import CandidateSpace, sample_drawn
 
 OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
        "dil_conv_5x5")  # NASLib's op order (its keys' op indices)
@@ -255,19 +255,8 @@ class DARTSSpace(CandidateSpace):
     def sample(self, n: int, seed: int | None = None, replace: bool = True) -> list[str]:
         """``n`` genotypes as NAS-Bench-301 samples them: per node 2 distinct inputs and 2 ops uniformly at
         random. ``replace=False``: no two build the same network (compared by :meth:`canonical`)."""
-        if n < 0:
-            raise ValueError(f"cannot sample a negative number of candidates (n={n})")
-        rng = np.random.default_rng(seed)
-        out, seen = [], set()
-        while len(out) < n:
-            text = _format(self._sample_cell(rng), self._sample_cell(rng))
-            if not replace:
-                key = self.canonical(text)
-                if key in seen:
-                    continue
-                seen.add(key)
-            out.append(text)
-        return out
+        return sample_drawn(n, seed, replace, lambda rng: _format(self._sample_cell(rng), self._sample_cell(rng)),
+                            self.canonical)
 
     def mutate(self, candidate, rng: random.Random) -> str:
         """A neighbour for evolution (NASLib's DARTS mutation): in one of the two cells, one edge gets another op

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import CandidateSpace
+from .base import CandidateSpace, sample_drawn
 
 INPUT, OUTPUT = "input", "output"
 OPS = ("conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3")  # the labels of interior vertices
@@ -267,26 +267,16 @@ class NB101Space(CandidateSpace):
         """``n`` valid 7-vertex cells as NB101's random search draws them: every upper-triangular edge and every
         interior op uniformly at random, drawn again until valid. ``replace=False``: no two build the same
         network (compared by :meth:`canonical`)."""
-        if n < 0:
-            raise ValueError(f"cannot sample a negative number of candidates (n={n})")
         if not replace and n > UNIQUE_CELLS:
             raise ValueError(f"cannot draw {n} distinct NB101 networks: the space has {UNIQUE_CELLS:,}")
-        rng = np.random.default_rng(seed)
-        out, seen = [], set()
         upper = np.triu(np.ones((MAX_VERTICES, MAX_VERTICES), dtype=bool), 1)
-        while len(out) < n:
+
+        def draw(rng):
             matrix = (rng.integers(0, 2, (MAX_VERTICES, MAX_VERTICES)) * upper).astype(np.int64)
             ops = (INPUT, *(OPS[i] for i in rng.integers(0, len(OPS), MAX_VERTICES - 2)), OUTPUT)
-            if validity((matrix, ops)):
-                continue
-            text = _format(matrix, ops)
-            if not replace:
-                key = canonical_form(text)
-                if key in seen:
-                    continue
-                seen.add(key)
-            out.append(text)
-        return out
+            return None if validity((matrix, ops)) else _format(matrix, ops)
+
+        return sample_drawn(n, seed, replace, draw, canonical_form)
 
     def mutate(self, candidate, rng: random.Random) -> str:
         """A neighbour for evolution: one interior op changed or one edge flipped, valid and another network
